@@ -1,0 +1,2 @@
+"""deepprofile."""
+__version__ = "0.1.0"

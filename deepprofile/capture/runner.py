@@ -1,0 +1,149 @@
+"""Capture a dataset's activations into an :class:`ActivationStore`, resumably.
+
+Rows are processed chunk by chunk (a chunk is a whole number of batches); each
+finished chunk is committed to the store before the next starts. Running the
+same capture again after a crash skips the committed chunks and yields arrays
+identical to an uninterrupted run: batches are aligned to chunk boundaries and
+position sampling depends only on (seed, sample index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from deepprofile.capture.hooks import ActivationRecorder, first_tensor
+from deepprofile.capture.reducers import Reduction, parse_reduction
+from deepprofile.capture.selectors import resolve_layers
+from deepprofile.capture.store import ActivationStore
+from deepprofile.errors import EmptyDatasetError, ShapeError
+from deepprofile.provenance import now_iso, package_versions, weights_hash
+
+
+def _probe(model: nn.Module, dataset: Dataset, layers: list[str],
+           reductions: dict[str, Reduction], device: torch.device) -> tuple[dict, int]:
+    """Output shape per layer and number of classes, from one forward pass on sample 0."""
+    sample = dataset[0]
+    image = sample[0] if isinstance(sample, (tuple, list)) else sample
+    if not torch.is_tensor(image) or image.ndim < 1:
+        raise ShapeError(
+            f"The dataset must return (image tensor, label) pairs; got {type(image).__name__}."
+        )
+    with ActivationRecorder(model, layers, reductions, check_finite=False) as rec:
+        cap = rec(image.unsqueeze(0).to(device), sample_indices=np.array([0]))
+    if cap.logits is None or cap.logits.ndim != 2:
+        raise ShapeError("The model must return logits of shape (N, num_classes).")
+    return dict(rec.output_shapes), int(cap.logits.shape[1])
+
+
+def capture_to_store(
+    model: nn.Module,
+    dataset: Dataset,
+    layers: str | Iterable[str],
+    path: str | Path,
+    *,
+    reductions: str | Reduction | Mapping[str, str | Reduction] = "mean",
+    batch_size: int = 64,
+    chunk_size: int | None = None,
+    indices: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    model_name: str | None = None,
+    model_info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    num_workers: int = 0,
+) -> ActivationStore:
+    """Record ``layers`` of ``model`` on ``dataset`` into a store at ``path``.
+
+    Returns the finished store. An unfinished store with the same configuration is
+    resumed; one with another configuration raises
+    :class:`~deepprofile.errors.StoreMismatchError` unless ``overwrite``.
+    """
+    from deepprofile.data import class_names, dataset_spec
+
+    device = torch.device(device)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if indices is None:
+        rows = np.arange(len(dataset))  # type: ignore[arg-type]
+    else:
+        rows = np.asarray(list(indices), dtype=np.int64)
+    if len(rows) == 0:
+        raise EmptyDatasetError(
+            "The dataset (or the selected indices) holds no samples; nothing to capture."
+        )
+    layer_names = resolve_layers(model, layers)
+    if isinstance(reductions, Mapping):
+        reds = {name: parse_reduction(reductions[name]) for name in layer_names}
+    else:
+        reds = {name: parse_reduction(reductions) for name in layer_names}
+    chunk = chunk_size or max(batch_size, 256)
+    chunk = max(batch_size, (chunk // batch_size) * batch_size)
+
+    model.to(device)
+    output_shapes, num_classes = _probe(model, dataset, layer_names, reds, device)
+    stored = {n: reds[n].output_shape(output_shapes[n]) for n in layer_names}
+    info = dict(model_info or {})
+    spec = dataset_spec(dataset)
+    config = {
+        "model": model_name or info.get("arch") or type(model).__name__,
+        "weights_hash": weights_hash(model),
+        "layers": layer_names,
+        "reductions": {n: str(r) for n, r in reds.items()},
+        "dataset": spec,
+        "indices_crc": int(np.bitwise_xor.reduce(rows * 2654435761 % 2**32)) if len(rows) else 0,
+        "seed": seed,
+    }
+    metadata = {
+        "model": config["model"], "model_info": info, "weights_hash": config["weights_hash"],
+        "dataset": spec,
+        "class_names": class_names(dataset) or [str(i) for i in range(num_classes)],
+        "seed": seed, "versions": package_versions(), "created": now_iso(),
+        "batch_size": batch_size,
+    }
+    store = ActivationStore.create(
+        path, config=config, layer_shapes=stored, reductions={n: str(r) for n, r in reds.items()},
+        output_shapes=output_shapes, n_samples=len(rows), num_classes=num_classes,
+        chunk_size=chunk, metadata=metadata, overwrite=overwrite,
+    )
+    if store.is_complete:
+        return store
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with ActivationRecorder(model, layer_names, reds, seed=seed) as rec, Progress(
+        *columns, disable=quiet, transient=True
+    ) as progress:
+        task = progress.add_task("capturing", total=len(rows), completed=store.completed)
+        for start in range(store.completed, len(rows), chunk):
+            stop = min(start + chunk, len(rows))
+            buffers: dict[str, list[np.ndarray]] = {f"layers/{n}": [] for n in layer_names}
+            buffers.update(labels=[], predictions=[], logits=[], indices=[])
+            loader = DataLoader(Subset(dataset, rows[start:stop].tolist()),
+                                batch_size=batch_size, num_workers=num_workers)
+            offset = start
+            for batch in loader:
+                images, labels = batch[0], batch[1]
+                n = len(images)
+                idx = rows[offset : offset + n]
+                cap = rec(first_tensor(images).to(device, non_blocking=True), sample_indices=idx)
+                for name in layer_names:
+                    buffers[f"layers/{name}"].append(cap.activations[name].numpy())
+                buffers["labels"].append(torch.as_tensor(labels).numpy())
+                buffers["logits"].append(cap.logits.numpy())
+                buffers["predictions"].append(cap.logits.argmax(1).numpy())
+                buffers["indices"].append(idx)
+                offset += n
+                progress.update(task, advance=n)
+            store.write_chunk(start, {k: np.concatenate(v) for k, v in buffers.items()})
+    store.set_metadata(accuracy=store.accuracy)
+    return store

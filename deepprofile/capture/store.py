@@ -1,0 +1,352 @@
+"""ActivationStore: captured activations on disk (Zarr v3), chunked along samples.
+
+Layout of a store directory::
+
+    store.zarr/
+      zarr.json                 attrs["deepprofile"]: config, layers, progress, provenance
+      layers/<module path>      (N, *reduced shape) float32, one chunk = ``chunk_size`` samples
+      labels, predictions, indices   (N,) int64
+      logits                    (N, num_classes) float32
+      digests/<array key>       (n_chunks,) uint32: CRC32 of each finished chunk
+
+Writes stream chunk by chunk; ``completed`` (rows fully written and digested) is
+updated only after a chunk's arrays and digests are on disk, so an interrupted
+capture resumes after the last complete chunk and ends with the same arrays as
+an uninterrupted one. Reads check completeness and digests, so a truncated or
+damaged store raises :class:`~deepprofile.errors.CorruptStoreError` instead of
+returning fill values.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from deepprofile.errors import (
+    CorruptStoreError,
+    MissingFileError,
+    StoreMismatchError,
+    UnknownLayerError,
+)
+
+FORMAT_VERSION = 1
+_META = "deepprofile"
+_SIDE_ARRAYS = ("labels", "predictions", "indices", "logits")
+
+
+def _digest(block: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(block).tobytes()) & 0xFFFFFFFF
+
+
+def _canonical(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as plain JSON types, so stored and new configs compare equal."""
+    return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+class ActivationStore:
+    """A Zarr-backed store of per-layer activations plus labels, logits and provenance.
+
+    Create with :meth:`create` (or let :func:`deepprofile.capture.capture_to_store` do
+    it); open for analysis with :meth:`open`.
+    """
+
+    def __init__(self, path: Path, group: zarr.Group, verify: bool = True) -> None:
+        self.path = Path(path)
+        self._group = group
+        self.verify = verify
+        self._verified: set[str] = set()
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        config: Mapping[str, Any],
+        layer_shapes: Mapping[str, tuple[int, ...]],
+        reductions: Mapping[str, str],
+        output_shapes: Mapping[str, tuple[int, ...]],
+        n_samples: int,
+        num_classes: int,
+        chunk_size: int = 256,
+        metadata: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> ActivationStore:
+        """Create a store, or reopen an unfinished one made with the same ``config``.
+
+        A store made with a different ``config`` raises
+        :class:`~deepprofile.errors.StoreMismatchError` unless ``overwrite``.
+        """
+        path = Path(path)
+        config = _canonical({**config, "n_samples": n_samples, "chunk_size": chunk_size})
+        if path.exists():
+            if overwrite:
+                shutil.rmtree(path)
+            else:
+                store = cls.open(path, verify=False)
+                diff = _config_diff(store.config, config)
+                if diff:
+                    raise StoreMismatchError(
+                        f"The store at {path} was made with a different configuration "
+                        f"({'; '.join(diff)}). Use another path, or overwrite it "
+                        "(--overwrite / overwrite=True)."
+                    )
+                return store
+        group = zarr.open_group(str(path), mode="w")
+        compressor = ZstdCodec(level=1, checksum=True)
+        n_chunks = -(-n_samples // chunk_size)
+
+        def make(key: str, shape: tuple[int, ...], dtype: str, fill: Any) -> None:
+            group.create_array(
+                key,
+                shape=(n_samples, *shape),
+                chunks=(chunk_size, *shape),
+                dtype=dtype,
+                fill_value=fill,
+                compressors=compressor,
+            )
+            group.create_array(
+                f"digests/{key}", shape=(n_chunks,), chunks=(max(n_chunks, 1),), dtype="uint32",
+                fill_value=0,
+            )
+
+        for name, shape in layer_shapes.items():
+            make(f"layers/{name}", tuple(shape), "float32", np.nan)
+        for key in ("labels", "predictions", "indices"):
+            make(key, (), "int64", -1)
+        make("logits", (num_classes,), "float32", np.nan)
+        group.attrs[_META] = {
+            "format": FORMAT_VERSION,
+            "config": config,
+            "layers": {
+                name: {
+                    "reduction": str(reductions[name]),
+                    "stored_shape": list(layer_shapes[name]),
+                    "output_shape": list(output_shapes[name]),
+                }
+                for name in layer_shapes
+            },
+            "layer_order": list(layer_shapes),
+            "n_samples": n_samples,
+            "num_classes": num_classes,
+            "chunk_size": chunk_size,
+            "completed": 0,
+            "metadata": _canonical(metadata or {}),
+        }
+        return cls(path, group)
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> ActivationStore:
+        """Open an existing store for reading; damaged or foreign folders raise clearly."""
+        path = Path(path)
+        if not path.exists():
+            raise MissingFileError(
+                f"No activation store at {path}. Run `deepprofile capture` to make one."
+            )
+        try:
+            group = zarr.open_group(str(path), mode="r+")
+            meta = group.attrs[_META]
+        except KeyError as exc:
+            raise CorruptStoreError(
+                f"{path} is a Zarr group but not a deepprofile activation store (no metadata)."
+            ) from exc
+        except Exception as exc:  # zarr raises several types for unreadable metadata
+            raise CorruptStoreError(
+                f"Cannot read the activation store at {path}: {exc}. It is damaged or not a "
+                "store; capture again with --overwrite."
+            ) from exc
+        if meta.get("format") != FORMAT_VERSION:
+            raise CorruptStoreError(
+                f"Store {path} has format {meta.get('format')!r}; this deepprofile reads "
+                f"format {FORMAT_VERSION}. Capture again with this version."
+            )
+        return cls(path, group, verify=verify)
+
+    # -- metadata ---------------------------------------------------------------
+    @property
+    def _meta(self) -> dict[str, Any]:
+        return self._group.attrs[_META]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self._meta["config"]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Provenance: model, weights hash, dataset, class names, package versions."""
+        return self._meta["metadata"]
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._meta["layer_order"])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self._meta["n_samples"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._meta["num_classes"])
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self._meta["chunk_size"])
+
+    @property
+    def completed(self) -> int:
+        """Rows written and digested; equals ``n_samples`` when the capture finished."""
+        return int(self._meta["completed"])
+
+    @property
+    def is_complete(self) -> bool:
+        return self.completed >= self.n_samples
+
+    def reduction(self, layer: str) -> str:
+        return self._layer_meta(layer)["reduction"]
+
+    def output_shape(self, layer: str) -> tuple[int, ...]:
+        """Per-sample shape of the layer's raw output (before reduction)."""
+        return tuple(self._layer_meta(layer)["output_shape"])
+
+    def _layer_meta(self, layer: str) -> dict[str, Any]:
+        layers = self._meta["layers"]
+        if layer not in layers:
+            from deepprofile.capture.selectors import close_matches
+
+            hint = close_matches(layer, list(layers))
+            raise UnknownLayerError(
+                f"Layer {layer!r} is not in the store at {self.path}. "
+                + (f"Did you mean: {', '.join(hint)}? " if hint else "")
+                + f"Stored layers: {', '.join(layers)}."
+            )
+        return layers[layer]
+
+    # -- writing ------------------------------------------------------------------
+    def write_chunk(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write rows ``start:start+len`` of every array (keys as in the layout), then commit.
+
+        ``start`` must be a chunk boundary and the block a whole chunk (or the tail).
+        """
+        if start % self.chunk_size:
+            raise ValueError(f"start={start} is not a multiple of chunk_size={self.chunk_size}")
+        expected = {f"layers/{name}" for name in self.layers} | set(_SIDE_ARRAYS)
+        if set(arrays) != expected:
+            raise ValueError(f"write_chunk needs exactly {sorted(expected)}, got {sorted(arrays)}")
+        rows = {len(a) for a in arrays.values()}
+        if len(rows) != 1:
+            raise ValueError(f"Arrays of one chunk differ in length: {rows}")
+        (n,) = rows
+        if n != min(self.chunk_size, self.n_samples - start):
+            raise ValueError(f"Chunk at {start} must hold {self.chunk_size} rows (or the tail)")
+        chunk_id = start // self.chunk_size
+        for key, block in arrays.items():
+            arr = self._group[key]
+            block = np.asarray(block, dtype=arr.dtype)
+            if block.shape[1:] != arr.shape[1:]:
+                raise ValueError(f"{key}: block shape {block.shape[1:]} != store {arr.shape[1:]}")
+            arr[start : start + n] = block
+            self._group[f"digests/{key}"][chunk_id] = _digest(block)
+        meta = dict(self._meta)
+        meta["completed"] = start + n
+        self._group.attrs[_META] = meta
+
+    def set_metadata(self, **values: Any) -> None:
+        """Add or update provenance entries (e.g. accuracy after capture)."""
+        meta = dict(self._meta)
+        meta["metadata"] = {**meta["metadata"], **_canonical(values)}
+        self._group.attrs[_META] = meta
+
+    # -- reading ------------------------------------------------------------------
+    def _read(self, key: str) -> np.ndarray:
+        if not self.is_complete:
+            raise CorruptStoreError(
+                f"The store at {self.path} is incomplete: {self.completed} of {self.n_samples} "
+                "samples were captured. Run the same capture command again to resume."
+            )
+        try:
+            data = self._group[key][...]
+        except Exception as exc:
+            raise CorruptStoreError(
+                f"Cannot read {key!r} from the store at {self.path}: {exc}. The store is "
+                "damaged; capture again with --overwrite."
+            ) from exc
+        if self.verify and key not in self._verified:
+            self._check_digests(key, data)
+            self._verified.add(key)
+        return data
+
+    def _check_digests(self, key: str, data: np.ndarray) -> None:
+        digests = self._group[f"digests/{key}"][...]
+        for chunk_id, expected in enumerate(digests):
+            block = data[chunk_id * self.chunk_size : (chunk_id + 1) * self.chunk_size]
+            if _digest(block) != int(expected):
+                raise CorruptStoreError(
+                    f"Chunk {chunk_id} of {key!r} in {self.path} does not match its checksum "
+                    "(missing or altered file). Capture again with --overwrite."
+                )
+
+    def layer(self, name: str) -> np.ndarray:
+        """The stored (reduced) activations of ``name``: ``(N, *stored shape)`` float32."""
+        self._layer_meta(name)
+        return self._read(f"layers/{name}")
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._read("labels")
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self._read("predictions")
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Dataset index of each stored row."""
+        return self._read("indices")
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self._read("logits")
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predictions == self.labels).mean())
+
+    def summary(self) -> dict[str, Any]:
+        """Shapes and reductions of every layer, sample count, accuracy."""
+        return {
+            "path": str(self.path),
+            "n_samples": self.n_samples,
+            "completed": self.completed,
+            "accuracy": self.accuracy if self.is_complete else None,
+            "layers": {
+                name: {
+                    "reduction": self.reduction(name),
+                    "output_shape": list(self.output_shape(name)),
+                    "stored_shape": list(self._layer_meta(name)["stored_shape"]),
+                }
+                for name in self.layers
+            },
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivationStore({str(self.path)!r}, n_samples={self.n_samples}, "
+            f"layers={self.layers}, completed={self.completed})"
+        )
+
+
+def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [
+        f"{k}: stored {old.get(k)!r}, requested {new.get(k)!r}"
+        for k in keys
+        if old.get(k) != new.get(k)
+    ]

@@ -1,0 +1,86 @@
+"""``deepprofile demo``: the whole pipeline on the bundled digits, end to end.
+
+1. train the demo CNN (SmallResNet) on digits for two seeds (skipped when the
+   checkpoints exist: the training log's configuration must match);
+2. capture stem/layer1/layer2/layer3 on the test split, mean-pooled and at the
+   max-L2 position (Purvine et al.);
+3. run every analysis that is installed, write the results under
+   ``reports/demo/seed*/results``, and print a summary of each.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepprofile.data import load_dataset
+from deepprofile.models import load_model
+from deepprofile.models.train import TrainConfig, train
+from deepprofile.results import read_json
+
+DEMO_LAYERS = ("stem", "layer1", "layer2", "layer3")
+
+
+def demo_config(seed: int, fast: bool) -> TrainConfig:
+    """The demo's training configuration (``fast``: fewer epochs, for tests)."""
+    return TrainConfig(epochs=2 if fast else 8, seed=seed, n_checkpoints=2 if fast else 4)
+
+
+def train_if_needed(config: TrainConfig, out: Path, device: torch.device, quiet: bool,
+                    echo: Callable[[str], None]) -> Path:
+    """Train unless ``out/final.pt`` exists from a finished run with the same config."""
+    final = out / "final.pt"
+    log_path = out / "train_log.json"
+    if final.exists() and log_path.exists():
+        log = read_json(log_path)
+        if log.get("finished") and log.get("config") == config.to_dict():
+            acc = log["result"]["test_accuracy"]
+            echo(f"  using trained model {final} (test accuracy {acc:.4f})")
+            return final
+    result = train(config, out, device=device, quiet=quiet)
+    echo(f"  trained seed {config.seed}: test accuracy {result.test_accuracy:.4f} "
+         f"in {result.seconds:.1f} s ({config.epochs} epochs)")
+    return Path(result.final_checkpoint)
+
+
+def prepare_run(out: Path, seed: int, fast: bool, device: torch.device, quiet: bool,
+                echo: Callable[[str], None]) -> dict[str, Any]:
+    """Train (if needed) and capture one seed; return model, dataset and run folder."""
+    from deepprofile.workflow import capture_run
+
+    checkpoint = train_if_needed(demo_config(seed, fast), out / "models" / f"seed{seed}",
+                                 device, quiet, echo)
+    model, info = load_model(checkpoint, device=device)
+    dataset = load_dataset("digits", split="test")
+    run_dir = out / f"seed{seed}"
+    common = dict(model_info=info.to_dict(), checkpoint=str(checkpoint), device=device,
+                  seed=seed, overwrite=True, quiet=quiet)
+    run, store = capture_run(model, dataset, run_dir, DEMO_LAYERS, reductions="mean", **common)
+    capture_run(model, dataset, run_dir, DEMO_LAYERS, reductions="max_position",
+                store_name="activations_maxpos.zarr", **common)
+    echo(f"  captured {store.n_samples} test images, layers {', '.join(store.layers)} "
+         f"-> {run.path} (accuracy {store.accuracy:.4f})")
+    for name, row in store.summary()["layers"].items():
+        echo(f"    {name:8s} output {'x'.join(map(str, row['output_shape'])):>9s}  "
+             f"stored {row['reduction']} {'x'.join(map(str, row['stored_shape']))}")
+    return {"model": model, "info": info, "dataset": dataset, "run": run, "store": store}
+
+
+def run_demo(out_dir: str | Path = "reports/demo", *, fast: bool = False, seed: int = 0,
+             device: torch.device | str = "cpu", quiet: bool = False,
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the demo and return the paths it wrote (also printed through ``echo``)."""
+    out = Path(out_dir)
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    echo(f"deepprofile demo -> {out}")
+    runs = {}
+    for s in (seed, seed + 1):
+        echo(f"[seed {s}]")
+        runs[s] = prepare_run(out, s, fast, device, quiet, echo)
+    echo(f"done in {time.perf_counter() - t0:.1f} s")
+    return {"out": out, "runs": {s: r["run"].path for s, r in runs.items()}}

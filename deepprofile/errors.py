@@ -1,0 +1,42 @@
+"""Exceptions raised by deepprofile.
+
+Every error says what was wrong and what to do about it; catching
+:class:`DeepProfileError` catches them all.
+"""
+
+from __future__ import annotations
+
+
+class DeepProfileError(Exception):
+    """Base class of every error deepprofile raises on bad input."""
+
+
+class UnknownLayerError(DeepProfileError, KeyError):
+    """A layer selector matched no module of the model."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class EmptyDatasetError(DeepProfileError, ValueError):
+    """A dataset (or a selection of it) holds no samples."""
+
+
+class NonFiniteActivationError(DeepProfileError, FloatingPointError):
+    """A captured activation contains NaN or inf."""
+
+
+class StoreMismatchError(DeepProfileError):
+    """An existing activation store was made with a different configuration."""
+
+
+class CorruptStoreError(DeepProfileError):
+    """An activation store is truncated, incomplete or damaged."""
+
+
+class ShapeError(DeepProfileError, ValueError):
+    """A tensor or array has a shape the operation cannot use."""
+
+
+class MissingFileError(DeepProfileError, FileNotFoundError):
+    """A file the user pointed at does not exist."""

@@ -1,0 +1,73 @@
+"""Capture runs: a model + a dataset -> a run folder with a store and ``run.json``.
+
+Shared by the CLI and the demo so both record the same overview (model, weights
+hash, dataset, layers, accuracy, parameters, versions, date, command).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from deepprofile.capture.reducers import Reduction
+from deepprofile.capture.runner import capture_to_store
+from deepprofile.capture.store import ActivationStore
+from deepprofile.provenance import command_line, now_iso, package_versions
+from deepprofile.rundir import RunDir
+
+
+def capture_run(
+    model: nn.Module,
+    dataset: Dataset,
+    run_dir: str | Path,
+    layers: str | Iterable[str],
+    *,
+    reductions: str | Reduction | Mapping[str, str | Reduction] = "mean",
+    store_name: str = RunDir.STORE,
+    model_info: Mapping[str, Any] | None = None,
+    checkpoint: str | None = None,
+    batch_size: int = 64,
+    chunk_size: int | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    overwrite: bool = False,
+    quiet: bool = False,
+    extra: Mapping[str, Any] | None = None,
+    indices: Iterable[int] | None = None,
+) -> tuple[RunDir, ActivationStore]:
+    """Capture into ``run_dir/store_name`` and write (or update) ``run_dir/run.json``."""
+    run = RunDir(run_dir)
+    store = capture_to_store(
+        model, dataset, layers, run.path / store_name, reductions=reductions,
+        batch_size=batch_size, chunk_size=chunk_size, device=device, seed=seed,
+        model_info=model_info, overwrite=overwrite, quiet=quiet,
+        indices=None if indices is None else list(indices),
+    )
+    overview: dict[str, Any] = run.read_overview() if run.overview_path.exists() else {}
+    stores = dict(overview.get("stores", {}))
+    stores[store_name] = store.summary()
+    meta = store.metadata
+    overview.update({
+        "model": meta["model"],
+        "model_info": dict(model_info or {}),
+        "checkpoint": checkpoint,
+        "weights_hash": meta["weights_hash"],
+        "dataset": meta["dataset"],
+        "class_names": meta["class_names"],
+        "n_samples": store.n_samples,
+        "layers": store.layers,
+        "accuracy": store.accuracy,
+        "seed": seed,
+        "stores": stores,
+        "versions": package_versions(),
+        "date": now_iso(),
+        "command": command_line(),
+        **dict(extra or {}),
+    })
+    run.write_overview(overview)
+    return run, store
