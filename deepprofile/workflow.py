@@ -48,6 +48,10 @@ def capture_run(
         model_info=model_info, overwrite=overwrite, quiet=quiet,
         indices=None if indices is None else list(indices),
     )
+    from deepprofile.capture.stats import capture_stats
+
+    stats_name = "capture" if store_name == RunDir.STORE else f"capture_{Path(store_name).stem}"
+    run.write_result(stats_name, capture_stats(store))
     overview: dict[str, Any] = run.read_overview() if run.overview_path.exists() else {}
     stores = dict(overview.get("stores", {}))
     stores[store_name] = store.summary()
