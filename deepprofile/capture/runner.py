@@ -9,7 +9,7 @@ position sampling depends only on (seed, sample index).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def _probe(model: nn.Module, dataset: Dataset, layers: list[str],
     return dict(rec.output_shapes), int(cap.logits.shape[1])
 
 
-def capture_to_store(
+def prepare_store(
     model: nn.Module,
     dataset: Dataset,
     layers: str | Iterable[str],
@@ -57,14 +57,12 @@ def capture_to_store(
     model_name: str | None = None,
     model_info: Mapping[str, Any] | None = None,
     overwrite: bool = False,
-    quiet: bool = False,
-    num_workers: int = 0,
-) -> ActivationStore:
-    """Record ``layers`` of ``model`` on ``dataset`` into a store at ``path``.
+) -> tuple[ActivationStore, np.ndarray]:
+    """Create (or reopen, to resume) the store for a capture; return it and the dataset rows.
 
-    Returns the finished store. An unfinished store with the same configuration is
-    resumed; one with another configuration raises
-    :class:`~deepprofile.errors.StoreMismatchError` unless ``overwrite``.
+    Probes the layer shapes with one forward pass; fills nothing. A store with
+    another configuration raises :class:`~deepprofile.errors.StoreMismatchError`
+    unless ``overwrite``.
     """
     from deepprofile.data import class_names, dataset_spec
 
@@ -113,19 +111,76 @@ def capture_to_store(
         output_shapes=output_shapes, n_samples=len(rows), num_classes=num_classes,
         chunk_size=chunk, metadata=metadata, overwrite=overwrite,
     )
-    if store.is_complete:
-        return store
+    return store, rows
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with ActivationRecorder(model, layer_names, reds, seed=seed) as rec, Progress(
-        *columns, disable=quiet, transient=True
-    ) as progress:
-        task = progress.add_task("capturing", total=len(rows), completed=store.completed)
-        for start in range(store.completed, len(rows), chunk):
-            stop = min(start + chunk, len(rows))
+def capture_to_store(
+    model: nn.Module,
+    dataset: Dataset,
+    layers: str | Iterable[str],
+    path: str | Path,
+    *,
+    reductions: str | Reduction | Mapping[str, str | Reduction] = "mean",
+    batch_size: int = 64,
+    chunk_size: int | None = None,
+    indices: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    model_name: str | None = None,
+    model_info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    num_workers: int = 0,
+) -> ActivationStore:
+    """Record ``layers`` of ``model`` on ``dataset`` into a store at ``path``.
+
+    Returns the finished store. An unfinished store with the same configuration is
+    resumed; one with another configuration raises
+    :class:`~deepprofile.errors.StoreMismatchError` unless ``overwrite``.
+    """
+    store, rows = prepare_store(
+        model, dataset, layers, path, reductions=reductions, batch_size=batch_size,
+        chunk_size=chunk_size, indices=indices, device=device, seed=seed,
+        model_name=model_name, model_info=model_info, overwrite=overwrite,
+    )
+    if not store.is_complete:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, disable=quiet, transient=True) as progress:
+            task = progress.add_task("capturing", total=len(rows), completed=store.completed)
+            fill_chunks(model, dataset, store, rows, store.pending_chunks(),
+                        batch_size=batch_size, device=device, num_workers=num_workers,
+                        on_batch=lambda n: progress.update(task, advance=n))
+        store.set_metadata(accuracy=store.accuracy)
+    return store
+
+
+def fill_chunks(
+    model: nn.Module,
+    dataset: Dataset,
+    store: ActivationStore,
+    rows: np.ndarray,
+    chunk_ids: Iterable[int],
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Capture the given chunks of ``store`` (rows ``rows[start:stop]`` of ``dataset``).
+
+    Layers, reductions and seed come from the store's configuration, so any process
+    holding the same model and dataset fills chunks exactly as the original run would.
+    """
+    config = store.config
+    layer_names = list(config["layers"])
+    reds = {name: parse_reduction(config["reductions"][name]) for name in layer_names}
+    device = torch.device(device)
+    with ActivationRecorder(model, layer_names, reds, seed=int(config["seed"])) as rec:
+        for chunk_id in chunk_ids:
+            start, stop = store.chunk_bounds(chunk_id)
             buffers: dict[str, list[np.ndarray]] = {f"layers/{n}": [] for n in layer_names}
             buffers.update(labels=[], predictions=[], logits=[], indices=[])
             loader = DataLoader(Subset(dataset, rows[start:stop].tolist()),
@@ -143,7 +198,6 @@ def capture_to_store(
                 buffers["predictions"].append(cap.logits.argmax(1).numpy())
                 buffers["indices"].append(idx)
                 offset += n
-                progress.update(task, advance=n)
+                if on_batch:
+                    on_batch(n)
             store.write_chunk(start, {k: np.concatenate(v) for k, v in buffers.items()})
-    store.set_metadata(accuracy=store.accuracy)
-    return store

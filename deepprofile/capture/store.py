@@ -8,11 +8,14 @@ Layout of a store directory::
       labels, predictions, indices   (N,) int64
       logits                    (N, num_classes) float32
       digests/<array key>       (n_chunks,) uint32: CRC32 of each finished chunk
+      chunks_done               (n_chunks,) uint8, one file per chunk: 1 once committed
 
-Writes stream chunk by chunk; ``completed`` (rows fully written and digested) is
-updated only after a chunk's arrays and digests are on disk, so an interrupted
-capture resumes after the last complete chunk and ends with the same arrays as
-an uninterrupted one. Reads check completeness and digests, so a truncated or
+Writes stream chunk by chunk; a chunk's ``chunks_done`` flag is set only after its
+arrays and digests are on disk, so an interrupted capture resumes with the
+chunks not yet done and ends with the same arrays as an uninterrupted one.
+Chunks are independent (flags live in separate files), so several workers may
+fill different chunks of one store at once (see :mod:`deepprofile.distributed`).
+Reads check completeness and digests, so a truncated or
 damaged store raises :class:`~deepprofile.errors.CorruptStoreError` instead of
 returning fill values.
 """
@@ -114,10 +117,12 @@ class ActivationStore:
                 compressors=compressor,
             )
             group.create_array(
-                f"digests/{key}", shape=(n_chunks,), chunks=(max(n_chunks, 1),), dtype="uint32",
+                f"digests/{key}", shape=(n_chunks,), chunks=(1,), dtype="uint32",
                 fill_value=0,
             )
 
+        group.create_array("chunks_done", shape=(n_chunks,), chunks=(1,), dtype="uint8",
+                           fill_value=0)
         for name, shape in layer_shapes.items():
             make(f"layers/{name}", tuple(shape), "float32", np.nan)
         for key in ("labels", "predictions", "indices"):
@@ -138,7 +143,6 @@ class ActivationStore:
             "n_samples": n_samples,
             "num_classes": num_classes,
             "chunk_size": chunk_size,
-            "completed": 0,
             "metadata": _canonical(metadata or {}),
         }
         return cls(path, group)
@@ -201,13 +205,32 @@ class ActivationStore:
         return int(self._meta["chunk_size"])
 
     @property
+    def n_chunks(self) -> int:
+        return -(-self.n_samples // self.chunk_size)
+
+    def chunk_bounds(self, chunk_id: int) -> tuple[int, int]:
+        """Rows ``[start, stop)`` of chunk ``chunk_id``."""
+        start = chunk_id * self.chunk_size
+        return start, min(start + self.chunk_size, self.n_samples)
+
+    def done_chunks(self) -> np.ndarray:
+        """Boolean flag per chunk: committed (arrays and digests written)."""
+        return self._group["chunks_done"][...].astype(bool)
+
+    def pending_chunks(self) -> list[int]:
+        """Ids of the chunks still to capture, in order."""
+        return np.flatnonzero(~self.done_chunks()).tolist()
+
+    @property
     def completed(self) -> int:
-        """Rows written and digested; equals ``n_samples`` when the capture finished."""
-        return int(self._meta["completed"])
+        """Rows in committed chunks; equals ``n_samples`` when the capture finished."""
+        done = self.done_chunks()
+        return int(sum(self.chunk_bounds(i)[1] - self.chunk_bounds(i)[0]
+                       for i in np.flatnonzero(done)))
 
     @property
     def is_complete(self) -> bool:
-        return self.completed >= self.n_samples
+        return bool(self.done_chunks().all())
 
     def reduction(self, layer: str) -> str:
         return self._layer_meta(layer)["reduction"]
@@ -254,9 +277,7 @@ class ActivationStore:
                 raise ValueError(f"{key}: block shape {block.shape[1:]} != store {arr.shape[1:]}")
             arr[start : start + n] = block
             self._group[f"digests/{key}"][chunk_id] = _digest(block)
-        meta = dict(self._meta)
-        meta["completed"] = start + n
-        self._group.attrs[_META] = meta
+        self._group["chunks_done"][chunk_id] = 1
 
     def set_metadata(self, **values: Any) -> None:
         """Add or update provenance entries (e.g. accuracy after capture)."""

@@ -150,7 +150,7 @@ def test_metadata_is_plain_json(tiny_net, tiny_dataset, tmp_path):
     _capture(tiny_net, tiny_dataset, tmp_path / "s.zarr")
     meta = json.loads(Path(tmp_path / "s.zarr" / "zarr.json").read_text())
     dp = meta["attributes"]["deepprofile"]
-    assert dp["completed"] == 50 and dp["config"]["seed"] == 5
+    assert dp["n_samples"] == 50 and dp["config"]["seed"] == 5
 
 
 def test_memory_stays_bounded_by_chunk(tiny_net, tmp_path):
