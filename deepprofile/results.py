@@ -51,6 +51,9 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(jsonable(data), fh, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
