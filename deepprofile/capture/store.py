@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -286,12 +286,15 @@ class ActivationStore:
         self._group.attrs[_META] = meta
 
     # -- reading ------------------------------------------------------------------
-    def _read(self, key: str) -> np.ndarray:
+    def _read_guard(self) -> None:
         if not self.is_complete:
             raise CorruptStoreError(
                 f"The store at {self.path} is incomplete: {self.completed} of {self.n_samples} "
                 "samples were captured. Run the same capture command again to resume."
             )
+
+    def _read(self, key: str) -> np.ndarray:
+        self._read_guard()
         try:
             data = self._group[key][...]
         except Exception as exc:
@@ -313,6 +316,33 @@ class ActivationStore:
                     f"Chunk {chunk_id} of {key!r} in {self.path} does not match its checksum "
                     "(missing or altered file). Capture again with --overwrite."
                 )
+
+    def iter_layer(self, name: str, batch_size: int | None = None
+                   ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, rows)`` blocks of a layer, one or more whole chunks at a time,
+        each checked against its digest, so a layer never has to fit in memory."""
+        self._layer_meta(name)
+        self._read_guard()
+        key = f"layers/{name}"
+        step = max(1, (batch_size or self.chunk_size) // self.chunk_size) * self.chunk_size
+        digests = self._group[f"digests/{key}"][...]
+        for start in range(0, self.n_samples, step):
+            try:
+                block = self._group[key][start : start + step]
+            except Exception as exc:
+                raise CorruptStoreError(
+                    f"Cannot read {key!r} rows {start}:{start + step} from {self.path}: {exc}. "
+                    "The store is damaged; capture again with --overwrite."
+                ) from exc
+            if self.verify:
+                for offset in range(0, len(block), self.chunk_size):
+                    chunk_id = (start + offset) // self.chunk_size
+                    if _digest(block[offset : offset + self.chunk_size]) != int(digests[chunk_id]):
+                        raise CorruptStoreError(
+                            f"Chunk {chunk_id} of {key!r} in {self.path} does not match its "
+                            "checksum (missing or altered file). Capture again with --overwrite."
+                        )
+            yield start, block
 
     def layer(self, name: str) -> np.ndarray:
         """The stored (reduced) activations of ``name``: ``(N, *stored shape)`` float32."""

@@ -162,3 +162,13 @@ def test_memory_stays_bounded_by_chunk(tiny_net, tmp_path):
         capture_to_store(tiny_net, ds, ["conv1"], tmp_path / "s.zarr", reductions="flatten",
                          batch_size=8, chunk_size=16, quiet=True)
     assert ActivationStore.open(tmp_path / "s.zarr").completed == 48
+
+
+def test_iter_layer_streams_verified_blocks(tiny_net, tiny_dataset, tmp_path):
+    store = _capture(tiny_net, tiny_dataset, tmp_path / "s.zarr")
+    blocks = list(store.iter_layer("conv2", batch_size=32))
+    assert [start for start, _ in blocks] == [0, 32]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), store.layer("conv2"))
+    (tmp_path / "s.zarr" / "layers" / "conv2" / "c" / "2" / "0").unlink()
+    with pytest.raises(CorruptStoreError, match="Chunk 2"):
+        list(ActivationStore.open(tmp_path / "s.zarr").iter_layer("conv2", batch_size=32))

@@ -1,0 +1,111 @@
+"""``deepprofile topology``: persistence, layer x layer distances, CKA and matching tests.
+
+Heavy imports (giotto-ph, giotto-tda, POT) happen inside the command so that
+``deepprofile --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``topology`` command to the main app."""
+
+    @app.command("topology")
+    def topology(
+        sources: Annotated[
+            list[Path],
+            typer.Argument(help="Run folder or activation store; two of them with --compare."),
+        ],
+        compare: Annotated[
+            bool, typer.Option("--compare", help="Compare the layers of two runs/stores.")
+        ] = False,
+        layers: Annotated[
+            list[str] | None,
+            typer.Option("--layers", "-l", help="Layer name or glob; repeat for several. "
+                         "Default: every stored layer the cloud kind can use."),
+        ] = None,
+        cloud: Annotated[
+            str, typer.Option(help="Point cloud per layer: max_position, image or positions.")
+        ] = "max_position",
+        n_points: Annotated[int, typer.Option(help="Points per cloud after subsampling.")] = 1000,
+        sampler: Annotated[str, typer.Option(help="random, stratified or fps.")] = "random",
+        normalize: Annotated[
+            str, typer.Option(help="median (unit median pairwise distance), standardize, none.")
+        ] = "median",
+        metric: Annotated[
+            list[str] | None,
+            typer.Option("--metric", "-m", help="sliced_wasserstein, wasserstein, bottleneck, "
+                         "landscape; repeat for several (first is the headline). Default: all."),
+        ] = None,
+        homology: Annotated[
+            list[int] | None,
+            typer.Option("--homology", help="Homology dimensions; repeat (default 0 and 1)."),
+        ] = None,
+        cutoff_quantile: Annotated[
+            float | None,
+            typer.Option(help="Rips cutoff at this quantile of pairwise distances (faster; "
+                         "features alive at the cutoff get death = cutoff)."),
+        ] = None,
+        positions_k: Annotated[
+            int, typer.Option(help="Positions per image for --cloud positions.")
+        ] = 16,
+        store: Annotated[
+            Path | None, typer.Option(help="Read this store instead of the run's stores.")
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option(help="JSON output (default RUN_DIR/results/topology.json, or "
+                         "A/results/topology_compare.json with --compare)."),
+        ] = None,
+        threads: Annotated[int, typer.Option(help="Threads inside one persistence run.")] = 2,
+        device: Annotated[
+            str, typer.Option(help="auto|cpu|cuda (unused: topology runs on the CPU).")
+        ] = "auto",
+        seed: Annotated[int, typer.Option(help="Seed for subsampling.")] = 0,
+        quiet: Annotated[
+            bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")
+        ] = False,
+    ) -> None:
+        """Persistent homology of layer clouds: RUN_DIR/results/topology.json."""
+        from deepprofile.errors import DeepProfileError
+        from deepprofile.results import write_json
+        from deepprofile.topology.distances import METRICS
+        from deepprofile.topology.pipeline import (
+            COMPARE_NAME,
+            RESULT_NAME,
+            TopologyAnalysis,
+            _results_dir,
+            summarize_topology,
+        )
+
+        del device  # accepted for a uniform CLI; persistence has no GPU path here
+        params = dict(
+            cloud=cloud, n_points=n_points, sampler=sampler, normalize=normalize, seed=seed,
+            positions_k=positions_k, homology=tuple(homology or (0, 1)),
+            metrics=tuple(metric or METRICS), cutoff_quantile=cutoff_quantile,
+            n_threads=threads, quiet=quiet,
+        )
+        if compare:
+            if len(sources) != 2:
+                raise DeepProfileError("--compare needs exactly two runs or stores: A B.")
+            analysis = TopologyAnalysis(layers or None, cka=("linear",), sensitivity_k=(),
+                                        **params)
+            result = analysis.compare(sources[0], sources[1])
+            path = out or _results_dir(sources[0]) / f"{COMPARE_NAME}.json"
+        else:
+            if len(sources) != 1:
+                raise DeepProfileError(
+                    "Give one run folder or store (or two with --compare)."
+                )
+            analysis = TopologyAnalysis(layers or None, **params)
+            result = analysis.fit(store if store is not None else sources[0]).result_
+            path = out or _results_dir(sources[0]) / f"{RESULT_NAME}.json"
+        write_json(path, result)
+        if not quiet:
+            typer.echo(summarize_topology(result))
+            typer.echo(f"Wrote {path}")
