@@ -171,7 +171,7 @@ def demo(
     from deepprofile.models import resolve_device
 
     run_demo(out_dir, fast=fast, seed=seed, device=resolve_device(device), quiet=quiet,
-             echo=out.print)
+             echo=lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True))
 
 
 _COMMAND_MODULES = (

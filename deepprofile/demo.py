@@ -4,8 +4,13 @@
    checkpoints exist: the training log's configuration must match);
 2. capture stem/layer1/layer2/layer3 on the test split, mean-pooled and at the
    max-L2 position (Purvine et al.);
-3. run every analysis that is installed, write the results under
-   ``reports/demo/seed*/results``, and print a summary of each.
+3. topology (persistence, diagram distances, CKA), mapper graphs, spectral
+   analysis of the weights for both seeds, attributions for the first;
+4. compare the two seeds and write ``reports/demo/index.html`` (the inspection
+   report of the first seed) and ``reports/demo/compare.html``.
+
+Every step writes JSON under ``reports/demo/seed*/results``; the reports are
+rendered from those files only.
 """
 
 from __future__ import annotations
@@ -82,5 +87,53 @@ def run_demo(out_dir: str | Path = "reports/demo", *, fast: bool = False, seed: 
     for s in (seed, seed + 1):
         echo(f"[seed {s}]")
         runs[s] = prepare_run(out, s, fast, device, quiet, echo)
+        analyse(runs[s], fast=fast, seed=s, quiet=quiet, echo=echo,
+                attribution=(s == seed))
+    echo("[compare seeds]")
+    from deepprofile.compare import compare_runs, summarize_comparison
+    from deepprofile.report import build_comparison_report, build_report
+
+    first, second = runs[seed]["run"].path, runs[seed + 1]["run"].path
+    comparison = compare_runs(first, second, out / "compare", quiet=quiet,
+                              n_points=300 if fast else 540, seed=seed)
+    echo(summarize_comparison(comparison))
+    compare_html = build_comparison_report(comparison, out / "compare.html")
+    index = build_report(first, out / "index.html")
+    echo(f"report:     {index}")
+    echo(f"comparison: {compare_html}")
     echo(f"done in {time.perf_counter() - t0:.1f} s")
-    return {"out": out, "runs": {s: r["run"].path for s, r in runs.items()}}
+    return {"out": out, "runs": {s: r["run"].path for s, r in runs.items()}, "report": index,
+            "compare": compare_html}
+
+
+def analyse(run: dict[str, Any], *, fast: bool, seed: int, quiet: bool,
+            echo: Callable[[str], None], attribution: bool) -> None:
+    """Topology, mapper, spectral (and attribution) on one captured run."""
+    from deepprofile.spectral.pipeline import run_spectral, summarize_spectral
+    from deepprofile.topology.mapper_pipeline import run_mapper, summarize_mapper
+    from deepprofile.topology.pipeline import run_topology, summarize_topology
+
+    run_dir, model, dataset = run["run"].path, run["model"], run["dataset"]
+    t = time.perf_counter()
+    topo = run_topology(run_dir, cloud="max_position", n_points=300 if fast else 540,
+                        seed=seed, quiet=quiet)
+    echo(summarize_topology(topo) + f"  ({time.perf_counter() - t:.1f} s)")
+    t = time.perf_counter()
+    mapper = run_mapper(run_dir, dataset=dataset, seed=seed, quiet=quiet)
+    echo(summarize_mapper(mapper) + f"  ({time.perf_counter() - t:.1f} s)")
+    t = time.perf_counter()
+    spectral = run_spectral(model, run_dir, dataset, list(DEMO_LAYERS), seed=seed, quiet=quiet)
+    echo(summarize_spectral(spectral) + f"  ({time.perf_counter() - t:.1f} s)")
+    if attribution:
+        from deepprofile.attribution.pipeline import (
+            node_members_from_mapper,
+            run_attribution,
+            summarize_attribution,
+        )
+
+        t = time.perf_counter()
+        attr = run_attribution(model, run_dir, dataset, n_images=8 if fast else 16,
+                               n_draws=4 if fast else 8, seed=seed, quiet=quiet,
+                               node_members=node_members_from_mapper(run_dir, "layer3"),
+                               node_layer="layer3")
+        echo(summarize_attribution(attr) + f"  ({time.perf_counter() - t:.1f} s)")

@@ -154,8 +154,6 @@ def run_attribution(
     ``finetune_steps > 0`` also fine-tunes a noisy copy (on ``train_dataset``) and
     explains with it. Writes results when ``run_dir`` is given.
     """
-    from rich.progress import Progress
-
     from deepprofile.attribution.boundary import big_attribute, find_boundary
     from deepprofile.attribution.manifold import (
         manifold_alignment,
@@ -169,6 +167,7 @@ def run_attribution(
         residual_sites,
         sde_attribute,
     )
+    from deepprofile.progress import progress_bar
     from deepprofile.provenance import now_iso, package_versions, weights_hash
 
     base = canonical_method(method)
@@ -213,7 +212,7 @@ def run_attribution(
         }
 
     n_tasks = 7 + len(sigmas) + (1 if node_members else 0)
-    with Progress(disable=quiet, transient=True) as progress:
+    with progress_bar(quiet) as progress:
         task = progress.add_task("attribution", total=n_tasks)
 
         def step(name: str, t0: float) -> None:

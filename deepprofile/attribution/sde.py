@@ -370,12 +370,12 @@ def noisy_finetune(
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=lr)
     losses: list[float] = []
-    from rich.progress import Progress
+    from deepprofile.progress import progress_bar
 
     tuned.train()
     with (
         ResidualNoise(tuned, sigma, mode=mode, dt=dt, seed=seed, per_forward=True),
-        Progress(disable=quiet, transient=True) as progress,
+        progress_bar(quiet) as progress,
     ):
         task = progress.add_task("noisy fine-tuning", total=steps)
         for _ in range(steps):

@@ -144,11 +144,9 @@ def capture_to_store(
         model_name=model_name, model_info=model_info, overwrite=overwrite,
     )
     if not store.is_complete:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        from deepprofile.progress import progress_bar
 
-        columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, disable=quiet, transient=True) as progress:
+        with progress_bar(quiet) as progress:
             task = progress.add_task("capturing", total=len(rows), completed=store.completed)
             fill_chunks(model, dataset, store, rows, store.pending_chunks(),
                         batch_size=batch_size, device=device, num_workers=num_workers,

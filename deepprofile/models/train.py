@@ -135,9 +135,9 @@ def train(
     checkpoints = [str(out / "checkpoints" / f"epoch_{e:03d}.pt") for e in keep if e <= start_epoch]
     meta = {"config": config.to_dict(), "class_names": names,
             "dataset": getattr(train_set, "spec", lambda: {})()}
-    from rich.progress import Progress
+    from deepprofile.progress import progress_bar
 
-    with Progress(disable=quiet, transient=True) as progress:
+    with progress_bar(quiet) as progress:
         task = progress.add_task("training", total=config.epochs, completed=start_epoch)
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()

@@ -461,7 +461,7 @@ def project_dataset(
 
         return hook
 
-    from deepprofile.spectral._progress import progress_iter
+    from deepprofile.progress import progress_iter
 
     was_training = model.training
     handles = []

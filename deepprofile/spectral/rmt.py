@@ -480,8 +480,8 @@ class WeightSpectrumAnalyzer:
                 "alpha * log10(s_max^2), s_max^2 = largest eigenvalue of W W^T"}
 
     def _analyse(self, model: nn.Module, names: list[str], label: str) -> ModelSpectrum:
+        from deepprofile.progress import progress_iter
         from deepprofile.provenance import weights_hash
-        from deepprofile.spectral._progress import progress_iter
 
         layers = []
         for name in progress_iter(names, f"weight spectra ({label})", quiet=self.quiet):

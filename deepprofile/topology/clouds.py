@@ -551,33 +551,11 @@ def cloud_from_array(
                        seed=seed)
 
 
-class _NullProgress:
-    def __enter__(self) -> _NullProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def advance(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def _progress(quiet: bool) -> Any:
-    """A rich progress bar, or a silent stand-in when ``quiet``."""
-    if quiet:
-        return _NullProgress()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    """The package's progress bar (silent when ``quiet`` or not on a terminal)."""
+    from deepprofile.progress import progress_bar
 
-    # On stderr, so `deepprofile topology ... > summary.txt` keeps a clean summary.
-    return Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), transient=True, console=Console(stderr=True))
+    return progress_bar(quiet)
 
 
 __all__ = [

@@ -179,9 +179,8 @@ def run_mapper(
     kept and the distance matrices cover all of them. ``quiet`` silences the progress
     bar and warnings; print :func:`summarize_mapper` for a summary.
     """
-    from rich.progress import Progress
-
     from deepprofile.capture.store import ActivationStore
+    from deepprofile.progress import progress_bar
     from deepprofile.report.mapper_page import write_mapper_page
 
     rd, store_path = resolve_run_dir(run_dir)
@@ -206,7 +205,7 @@ def run_mapper(
     }
     graphs: dict[str, MapperGraphResult] = {}
     pages: dict[str, str] = {}
-    with Progress(disable=quiet, transient=True) as progress:
+    with progress_bar(quiet) as progress:
         task = progress.add_task("mapper graphs", total=2 * len(chosen))
         for name in chosen:
             progress.update(task, description=f"mapper {name}")
