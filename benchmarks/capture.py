@@ -61,7 +61,8 @@ def main() -> None:
                          batch_size=args.batch_size, chunk_size=256, overwrite=True, quiet=True)
         shutil.rmtree(path)
 
-    paths = {"plain_forward": plain, "feature_extractor": fx, "deepprofile_capture": deepprofile_capture}
+    paths = {"plain_forward": plain, "feature_extractor": fx,
+             "deepprofile_capture": deepprofile_capture}
     best = {name: float("inf") for name in paths}
     plain()  # warm-up
     for _ in range(args.repeats):

@@ -43,14 +43,15 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically (temp file + rename)."""
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` atomically (temp file in the same folder + rename), mode 0644 less umask,
+    so a run that dies mid-write never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(jsonable(data), fh, indent=1)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
@@ -60,6 +61,11 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (see :func:`write_text`)."""
+    return write_text(path, json.dumps(jsonable(data), indent=1))
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

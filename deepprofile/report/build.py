@@ -42,6 +42,7 @@ import numpy as np
 
 from deepprofile.errors import DeepProfileError, MissingFileError
 from deepprofile.report import figures as F
+from deepprofile.results import write_text
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -965,23 +966,6 @@ def render_page(title: str, subtitle: str, sections: Sequence[Section],
     )
 
 
-def _write_text(path: Path, text: str) -> Path:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _build_sections(ctx: ReportContext, builders: Sequence[SectionBuilder],
                     strict: bool) -> list[Section]:
     sections = []
@@ -1045,7 +1029,7 @@ def build_report(run_dir: str | Path, output: str | Path | None = None, *,
     footer = (f"Made by deepprofile {_version()} on {now_iso()} from {run}; self-contained, "
               "no network needed (plotly.js embedded).")
     html = render_page(page_title, subtitle, secs, ctx.notes, footer)
-    return _write_text(out, html)
+    return write_text(out, html)
 
 
 # --------------------------------------------------------------------------------------
@@ -1307,7 +1291,7 @@ def build_comparison_report(out_dir_or_result: Any, output: str | Path | None = 
                 f"{b.get('weights_hash')} · {_dataset_text(a.get('dataset'))}")
     footer = (f"Made by deepprofile {_version()} on {now_iso()}; self-contained, no network "
               "needed (plotly.js embedded).")
-    return _write_text(out, render_page(title, subtitle, secs, ctx.notes, footer))
+    return write_text(out, render_page(title, subtitle, secs, ctx.notes, footer))
 
 
 __all__ = [
