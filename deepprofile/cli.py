@@ -158,6 +158,19 @@ def capture(
     out.print(table)
 
 
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="Run configuration (.yaml/.yml or .toml).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace stores made differently.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Capture and analyse as a configuration file says (see deepprofile/config.py)."""
+    from deepprofile.config import load_config, run_config
+
+    run_config(load_config(config), quiet=quiet, overwrite=overwrite,
+               echo=lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True))
+
+
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("reports/demo"),

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from deepprofile.config import store_name_for
 from deepprofile.data import load_dataset
 from deepprofile.models import load_model
 from deepprofile.models.train import TrainConfig, train
@@ -66,7 +67,7 @@ def prepare_run(out: Path, seed: int, fast: bool, device: torch.device, quiet: b
                   seed=seed, overwrite=True, quiet=quiet)
     run, store = capture_run(model, dataset, run_dir, DEMO_LAYERS, reductions="mean", **common)
     capture_run(model, dataset, run_dir, DEMO_LAYERS, reductions="max_position",
-                store_name="activations_maxpos.zarr", **common)
+                store_name=store_name_for("max_position"), **common)
     echo(f"  captured {store.n_samples} test images, layers {', '.join(store.layers)} "
          f"-> {run.path} (accuracy {store.accuracy:.4f})")
     for name, row in store.summary()["layers"].items():

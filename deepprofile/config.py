@@ -1,0 +1,230 @@
+"""Typed run configuration, loadable from YAML or TOML: one file describes a whole run.
+
+Example (YAML)::
+
+    model: runs/digits/final.pt        # checkpoint, weights file (+ arch), or architecture name
+    dataset: {name: digits, split: test}
+    out: runs/seed0
+    seed: 0
+    capture:
+      layers: [stem, "layer*"]
+      reductions: [mean, max_position] # one store per reduction
+      batch_size: 64
+    analyses:                          # each present key runs, with its keyword options
+      topology: {cloud: max_position, n_points: 500}
+      mapper: {intervals: 40, overlap: 0.3}
+      spectral: {}
+      attribution: {n_images: 16, sigmas: [0.0, 0.1, 0.3]}
+    report: true
+
+``deepprofile run CONFIG`` executes it (:func:`run_config`); the same file gives the
+same numbers. Unknown keys are errors that list the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepprofile.errors import DeepProfileError, MissingFileError
+
+ANALYSES = ("topology", "mapper", "spectral", "attribution")
+
+
+class ConfigError(DeepProfileError, ValueError):
+    """A run configuration file has an unknown key or a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Which layers to capture and how (one store per reduction)."""
+
+    layers: tuple[str, ...] = ("stem", "layer*")
+    reductions: tuple[str, ...] = ("mean", "max_position")
+    batch_size: int = 64
+    chunk_size: int | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: model, data, capture, analyses and their options, report."""
+
+    model: str
+    dataset: dict[str, Any] = field(default_factory=lambda: {"name": "digits", "split": "test"})
+    out: str = "runs/run"
+    seed: int = 0
+    device: str = "auto"
+    arch: str | None = None
+    num_classes: int | None = None
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    analyses: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"topology": {}, "mapper": {}, "spectral": {}})
+    report: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            raise ConfigError(
+                f"Unknown key {key!r} in {where}."
+                + (f" Did you mean {close[0]!r}?" if close else "")
+                + f" Valid keys: {', '.join(valid)}."
+            )
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Validate a plain mapping (as read from YAML/TOML) into a :class:`RunConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError("A run configuration must be a mapping of keys to values.")
+    _check_keys(data, RunConfig, "the run configuration")
+    if "model" not in data:
+        raise ConfigError("The run configuration needs `model:` (checkpoint path or name).")
+    values = dict(data)
+    capture = dict(values.pop("capture", None) or {})
+    _check_keys(capture, CaptureConfig, "`capture`")
+    for key in ("layers", "reductions"):
+        if key in capture:
+            item = capture[key]
+            capture[key] = (item,) if isinstance(item, str) else tuple(item)
+    analyses = values.pop("analyses", None)
+    if analyses is not None:
+        if not isinstance(analyses, dict):
+            raise ConfigError("`analyses` must map analysis names to their options.")
+        for name, options in analyses.items():
+            if name not in ANALYSES:
+                raise ConfigError(
+                    f"Unknown analysis {name!r}; choose among {', '.join(ANALYSES)}."
+                )
+            if options is not None and not isinstance(options, dict):
+                raise ConfigError(f"Options of analysis {name!r} must be a mapping.")
+        values["analyses"] = {k: dict(v or {}) for k, v in analyses.items()}
+    if isinstance(values.get("dataset"), str):
+        values["dataset"] = {"name": values["dataset"]}
+    return RunConfig(**values, capture=CaptureConfig(**capture))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) run configuration."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"Configuration file {path} does not exist.")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise ConfigError(f"Cannot parse {path}: {exc}") from exc
+    return config_from_dict(data or {})
+
+
+def store_name_for(reduction: str) -> str:
+    """Store folder name for a reduction: ``activations.zarr`` for ``mean``,
+    ``activations_maxpos.zarr`` for ``max_position``, ``activations_<name>.zarr`` else."""
+    if reduction == "mean":
+        return "activations.zarr"
+    if reduction == "max_position":
+        return "activations_maxpos.zarr"
+    return f"activations_{reduction.replace(':', '')}.zarr"
+
+
+def run_config(config: RunConfig, *, quiet: bool = False, overwrite: bool = False,
+               echo: Any = print) -> Path:
+    """Capture and analyse as ``config`` says; returns the run folder."""
+    from deepprofile.data import load_dataset
+    from deepprofile.models import load_model, resolve_device
+    from deepprofile.results import write_json
+    from deepprofile.workflow import capture_run
+
+    device = resolve_device(config.device)
+    model, info = load_model(config.model, num_classes=config.num_classes, device=device,
+                             arch=config.arch)
+    ds_params = dict(config.dataset)
+    name = ds_params.pop("name", "digits")
+    split = ds_params.pop("split", "test")
+    dataset = load_dataset(name, split=split, **ds_params)
+    run_dir = Path(config.out)
+    indices = range(min(config.capture.limit, len(dataset))) if config.capture.limit else None
+    checkpoint = info.source if info.source != "random init" else None
+    for reduction in config.capture.reductions:
+        _, store = capture_run(
+            model, dataset, run_dir, list(config.capture.layers), reductions=reduction,
+            store_name=store_name_for(reduction), model_info=info.to_dict(),
+            checkpoint=checkpoint, batch_size=config.capture.batch_size,
+            chunk_size=config.capture.chunk_size, device=device, seed=config.seed,
+            overwrite=overwrite, quiet=quiet, indices=indices,
+        )
+        echo(f"captured {store.n_samples} samples ({reduction}) -> {store.path}")
+    write_json(run_dir / "config.json", config.to_dict())
+    for name, opts in config.analyses.items():
+        _run_analysis(name, dict(opts), model, run_dir, dataset, config.seed, quiet, echo)
+    if config.report:
+        from deepprofile.report import build_report
+
+        echo(f"report: {build_report(run_dir)}")
+    return run_dir
+
+
+def _check_options(name: str, func: Any, options: dict[str, Any], fixed: set[str]) -> None:
+    """Refuse options the analysis function does not take, naming the ones it does."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    allowed = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in fixed)
+    for key in options:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            raise ConfigError(
+                f"Unknown option {key!r} for analysis {name!r}."
+                + (f" Did you mean {close[0]!r}?" if close else "")
+                + f" Options: {', '.join(allowed)}."
+            )
+
+
+def _run_analysis(name: str, options: dict[str, Any], model: Any, run_dir: Path, dataset: Any,
+                  seed: int, quiet: bool, echo: Any) -> None:
+    fixed = {"seed", "quiet", "dataset"}
+    if name == "topology":
+        import inspect
+
+        from deepprofile.topology.pipeline import TopologyAnalysis, run_topology
+        from deepprofile.topology.pipeline import summarize_topology as summarize
+
+        extra = {k for k in inspect.signature(TopologyAnalysis).parameters if k != "layers"}
+        unknown = {k: v for k, v in options.items() if k not in extra}
+        _check_options(name, run_topology, unknown, fixed)
+        result = run_topology(run_dir, seed=seed, quiet=quiet, **options)
+    elif name == "mapper":
+        from deepprofile.topology.mapper_pipeline import run_mapper
+        from deepprofile.topology.mapper_pipeline import summarize_mapper as summarize
+
+        _check_options(name, run_mapper, options, fixed)
+        result = run_mapper(run_dir, dataset=dataset, seed=seed, quiet=quiet, **options)
+    elif name == "spectral":
+        from deepprofile.spectral.pipeline import run_spectral
+        from deepprofile.spectral.pipeline import summarize_spectral as summarize
+
+        layers = options.pop("layers", None)
+        _check_options(name, run_spectral, options, fixed)
+        result = run_spectral(model, run_dir, dataset, layers, seed=seed, quiet=quiet,
+                              **options)
+    else:
+        from deepprofile.attribution.pipeline import run_attribution
+        from deepprofile.attribution.pipeline import summarize_attribution as summarize
+
+        _check_options(name, run_attribution, options, fixed)
+        result = run_attribution(model, run_dir, dataset, seed=seed, quiet=quiet, **options)
+    echo(summarize(result))

@@ -1,0 +1,92 @@
+"""Run configuration files: parsing, validation, and a whole small run from one file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepprofile.config import (
+    ConfigError,
+    config_from_dict,
+    load_config,
+    run_config,
+    store_name_for,
+)
+from deepprofile.errors import MissingFileError
+
+YAML = """
+model: small_resnet
+num_classes: 10
+dataset: {name: digits, split: test}
+out: OUT
+seed: 3
+capture:
+  layers: [stem, "layer*"]
+  reductions: [mean, max_position]
+  limit: 64
+  batch_size: 32
+analyses:
+  topology: {cloud: max_position, n_points: 40, metrics: [sliced_wasserstein]}
+  mapper: {intervals: 8, overlap: 0.3, thumbnails: false}
+  spectral: {layers: [layer3], compare_random_init: false}
+report: false
+"""
+
+
+def test_yaml_and_toml_give_the_same_config(tmp_path):
+    (tmp_path / "run.yaml").write_text(YAML)
+    (tmp_path / "run.toml").write_text(
+        'model = "small_resnet"\nnum_classes = 10\nout = "OUT"\nseed = 3\nreport = false\n'
+        '[dataset]\nname = "digits"\nsplit = "test"\n'
+        '[capture]\nlayers = ["stem", "layer*"]\nreductions = ["mean", "max_position"]\n'
+        'limit = 64\nbatch_size = 32\n'
+        '[analyses.topology]\ncloud = "max_position"\nn_points = 40\n'
+        'metrics = ["sliced_wasserstein"]\n'
+        '[analyses.mapper]\nintervals = 8\noverlap = 0.3\nthumbnails = false\n'
+        '[analyses.spectral]\nlayers = ["layer3"]\ncompare_random_init = false\n'
+    )
+    assert load_config(tmp_path / "run.yaml") == load_config(tmp_path / "run.toml")
+    config = load_config(tmp_path / "run.yaml")
+    assert config.capture.layers == ("stem", "layer*") and config.seed == 3
+
+
+def test_unknown_keys_are_named_with_suggestions(tmp_path):
+    with pytest.raises(ConfigError, match="Did you mean 'capture'"):
+        config_from_dict({"model": "x", "captur": {}})
+    with pytest.raises(ConfigError, match="Did you mean 'reductions'"):
+        config_from_dict({"model": "x", "capture": {"reduction": ["mean"]}})
+    with pytest.raises(ConfigError, match="Unknown analysis 'topo'"):
+        config_from_dict({"model": "x", "analyses": {"topo": {}}})
+    with pytest.raises(ConfigError, match="needs `model:`"):
+        config_from_dict({"seed": 1})
+    with pytest.raises(MissingFileError):
+        load_config(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="Cannot parse"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_store_names():
+    assert store_name_for("mean") == "activations.zarr"
+    assert store_name_for("max_position") == "activations_maxpos.zarr"
+    assert store_name_for("positions:8") == "activations_positions8.zarr"
+
+
+def test_run_from_config(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(YAML.replace("OUT", str(tmp_path / "run")))
+    lines: list[str] = []
+    run_dir = run_config(load_config(path), quiet=True, echo=lines.append)
+    results = {p.stem for p in (run_dir / "results").glob("*.json")}
+    assert {"capture", "capture_activations_maxpos", "topology", "mapper", "spectral"} <= results
+    assert (run_dir / "activations_maxpos.zarr").exists()
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["seed"] == 3 and saved["capture"]["limit"] == 64
+    overview = json.loads((run_dir / "run.json").read_text())
+    assert overview["n_samples"] == 64
+    bad = load_config(path)
+    bad = config_from_dict({**bad.to_dict(), "analyses": {"mapper": {"intervalz": 3}},
+                            "capture": {"limit": 64, "layers": ["layer3"]}})
+    with pytest.raises(ConfigError, match="Did you mean 'intervals'"):
+        run_config(bad, quiet=True, overwrite=True, echo=lines.append)
