@@ -280,7 +280,10 @@ def resolve_targets(
         )
     if isinstance(target, (int, np.integer)):
         return torch.full((n,), int(target), dtype=torch.long), f"class:{int(target)}"
-    t = torch.as_tensor(np.asarray(target), dtype=torch.long).reshape(-1)
+    if isinstance(target, torch.Tensor):  # no round trip through numpy
+        t = target.detach().to("cpu", torch.long).reshape(-1)
+    else:
+        t = torch.as_tensor(np.asarray(target), dtype=torch.long).reshape(-1)
     if len(t) != n:
         raise ShapeError(f"Got {len(t)} targets for {n} inputs; give one per input.")
     return t, "given"
@@ -503,7 +506,8 @@ def attribute(
             chunks.append(out.detach().to("cpu", torch.float32))
             if delta is not None:
                 deltas.append(delta.detach().reshape(-1).to("cpu", torch.float32))
-    attributions = torch.cat(chunks).numpy()
+    # one batch: no copy through torch.cat (the chunk is captum's fresh output)
+    attributions = (chunks[0].contiguous() if len(chunks) == 1 else torch.cat(chunks)).numpy()
     kept_baselines = None
     if per_sample_baselines is not None:
         kept_baselines = per_sample_baselines.detach().cpu().float().numpy()

@@ -223,3 +223,22 @@ def test_any_sklearn_clusterer_and_seeding():
     builder = MapperGraph(lens="pca", intervals=5, seed=0).fit(X)
     assert builder.lens_.shape == (len(X), 1) and builder.eps_ > 0
     assert builder.knee_ is not None and builder.result_.params["eps_auto"]
+
+
+@pytest.mark.parametrize("min_intersection", [1, 2, 5])
+def test_sparse_nerve_equals_kmappers_nerve(min_intersection):
+    """The sparse-product nerve gives kmapper's links, in kmapper's order, and its simplices."""
+    from deepprofile.topology.mapper import _sparse_nerve_class
+
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(c, 0.6, size=(400, 8)) for c in (0.0, 3.0, 6.0)])
+    lens = np.linalg.norm(X, axis=1, keepdims=True)
+    graph = kmapper.KeplerMapper(verbose=0).map(
+        lens, X, clusterer=DBSCAN(eps=1.2, min_samples=3),
+        cover=kmapper.Cover(n_cubes=30, perc_overlap=0.5))
+    nodes = graph["nodes"]
+    assert len(nodes) > 10
+    ours = _sparse_nerve_class()(min_intersection=min_intersection).compute(nodes)
+    theirs = kmapper.GraphNerve(min_intersection=min_intersection).compute(nodes)
+    assert list(ours[0].items()) == list(theirs[0].items())
+    assert sorted(map(sorted, ours[1])) == sorted(map(sorted, theirs[1]))
