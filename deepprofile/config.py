@@ -70,16 +70,21 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:
-    valid = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
+def _refuse_unknown(keys: Any, valid: list[str], what: str, listing: str) -> None:
+    """Raise :class:`ConfigError` for the first key not in ``valid``, with a suggestion."""
+    for key in keys:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             raise ConfigError(
-                f"Unknown key {key!r} in {where}."
+                f"Unknown {what.format(key=repr(key))}."
                 + (f" Did you mean {close[0]!r}?" if close else "")
-                + f" Valid keys: {', '.join(valid)}."
+                + f" {listing}: {', '.join(valid)}."
             )
+
+
+def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:
+    _refuse_unknown(data, [f.name for f in dataclasses.fields(cls)], "key {key} in " + where,
+                    "Valid keys")
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
@@ -184,14 +189,7 @@ def _check_options(name: str, func: Any, options: dict[str, Any], fixed: set[str
 
     params = inspect.signature(func).parameters
     allowed = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in fixed)
-    for key in options:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            raise ConfigError(
-                f"Unknown option {key!r} for analysis {name!r}."
-                + (f" Did you mean {close[0]!r}?" if close else "")
-                + f" Options: {', '.join(allowed)}."
-            )
+    _refuse_unknown(options, allowed, f"option {{key}} for analysis {name!r}", "Options")
 
 
 def _run_analysis(name: str, options: dict[str, Any], model: Any, run_dir: Path, dataset: Any,
