@@ -44,6 +44,7 @@ from deepprofile.attribution.methods import (
     model_device,
     resolve_targets,
 )
+from deepprofile.capture.hooks import register_forward_hooks, remove_hooks
 from deepprofile.errors import DeepProfileError
 
 NOISE_MODES = ("additive", "multiplicative")
@@ -210,22 +211,15 @@ class ResidualNoise:
     def __enter__(self) -> ResidualNoise:
         if self._handles:
             raise RuntimeError("ResidualNoise is already active; do not nest the same one.")
-        modules = dict(self.model.named_modules())
-        try:
-            for i, site in enumerate(self.sites):
-                self._handles.append(modules[site.module].register_forward_hook(self._make_hook(i)))
-        except BaseException:
-            self._remove()
-            raise
+        self._handles = register_forward_hooks(
+            self.model, [(site.module, self._make_hook(i)) for i, site in enumerate(self.sites)])
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._remove()
 
     def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        remove_hooks(self._handles)
         self._cache.clear()
         self._scaled.clear()
         self._generators.clear()

@@ -8,7 +8,7 @@ moved to the CPU as it goes, so GPU memory holds one batch at most.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +47,29 @@ def first_tensor(value: object, layer: str = "") -> torch.Tensor:
             if isinstance(item, torch.Tensor):
                 return item
     raise ShapeError(f"Layer {layer!r} returned {type(value).__name__}, which holds no tensor.")
+
+
+def register_forward_hooks(
+    model: nn.Module, hooks: Iterable[tuple[str, Callable[..., object]]]
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Register ``(module path, hook)`` pairs; if any registration fails, the hooks already
+    registered are removed before the error propagates. Shared by every hook-using class."""
+    modules = dict(model.named_modules())
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        for name, hook in hooks:
+            handles.append(modules[name].register_forward_hook(hook))
+    except BaseException:
+        remove_hooks(handles)
+        raise
+    return handles
+
+
+def remove_hooks(handles: list[torch.utils.hooks.RemovableHandle]) -> None:
+    """Remove every handle and empty the list."""
+    for handle in handles:
+        handle.remove()
+    handles.clear()
 
 
 class ActivationRecorder:
@@ -112,25 +135,18 @@ class ActivationRecorder:
     def __enter__(self) -> ActivationRecorder:
         if self._handles:
             raise RuntimeError("ActivationRecorder is already active; do not nest the same one.")
-        modules = dict(self.model.named_modules())
         self._was_training = self.model.training
-        try:
-            for name in self.layers:
-                self._handles.append(modules[name].register_forward_hook(self._make_hook(name)))
-            if self.eval_mode:
-                self.model.eval()
-        except BaseException:
-            self._remove()
-            raise
+        self._handles = register_forward_hooks(
+            self.model, [(name, self._make_hook(name)) for name in self.layers])
+        if self.eval_mode:
+            self.model.eval()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._remove()
 
     def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        remove_hooks(self._handles)
         if self._was_training is not None:
             self.model.train(self._was_training)
             self._was_training = None

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from deepprofile.errors import EmptyDatasetError, StoreMismatchError
 from deepprofile.models.registry import build_model, save_checkpoint
 from deepprofile.provenance import now_iso, package_versions
-from deepprofile.results import read_json, write_json
+from deepprofile.results import write_json
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,3 @@ def train(
                                          "versions": package_versions(), "date": now_iso()})
     return result
 
-
-def read_train_log(out_dir: str | Path) -> dict[str, Any]:
-    return read_json(Path(out_dir) / "train_log.json")
