@@ -34,7 +34,6 @@ COLOURS = {
 TEXTURES = ("plain", "stripes", "dots")
 SIZE = 32
 MIN_RADIUS, MAX_RADIUS = 5, 11
-MARKER_BOX = (slice(1, 4), slice(1, 4))  # rows, columns of the planted marker patch
 
 
 @dataclass(frozen=True)
@@ -71,18 +70,6 @@ def _mask(shape: str, cx: int, cy: int, r: int) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def shape_mask(concepts: ShapeConcepts) -> np.ndarray:
-    """The ``(32, 32)`` boolean mask of the shape drawn in an image with these concepts."""
-    return _mask(concepts.shape, concepts.cx, concepts.cy, concepts.radius)
-
-
-def marker_mask() -> np.ndarray:
-    """The ``(32, 32)`` boolean mask of the marker patch (where it sits when planted)."""
-    out = np.zeros((SIZE, SIZE), dtype=bool)
-    out[MARKER_BOX] = True
-    return out
-
-
 def _texture(texture: str) -> np.ndarray:
     y, x = np.mgrid[0:SIZE, 0:SIZE]
     if texture == "plain":
@@ -110,7 +97,7 @@ def render_shape(seed: int, index: int, spurious_class: int = 0, marker_rate: fl
     for ch, value in enumerate(COLOURS[colour]):
         image[ch][mask] = (value * shade)[mask]
     if marker:
-        image[(slice(None), *MARKER_BOX)] = 1.0
+        image[:, 1:4, 1:4] = 1.0
     concepts = ShapeConcepts(
         shape=SHAPES[label], label=label, colour=colour, texture=texture, radius=radius,
         size_bin="small" if radius <= (MIN_RADIUS + MAX_RADIUS) // 2 else "large",

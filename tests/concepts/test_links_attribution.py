@@ -13,8 +13,8 @@ from deepprofile.concepts.links_attribution import (
     ProbeLogit,
     concept_attribution,
     region_share,
-    shapes_regions,
 )
+from deepprofile.concepts.sets import shapes_regions
 from deepprofile.errors import ShapeError, UnknownLayerError
 
 SIZE = 12
@@ -98,7 +98,7 @@ def test_no_hook_survives_errors():
     torch.manual_seed(0)
     net = MarkerNet()
     x, _ = _marker_data(4)
-    with pytest.raises(ShapeError, match="weights"):
+    with pytest.raises(ShapeError, match="features"):
         ProbeLogit(net, "act2", np.ones(5), 0.0)(x)
     assert hook_count(net) == 0
 
@@ -163,12 +163,12 @@ def test_region_share_by_hand():
 
 
 def test_shapes_regions_follow_the_ground_truth():
-    from deepprofile.data.shapes import ShapesDataset, render_shape
+    from deepprofile.data.shapes import render_shape
 
-    ds = ShapesDataset(n=6, seed=3, marker_rate=1.0, marker_base_rate=1.0)
+    params = {"seed": 3, "spurious_class": 0, "marker_rate": 1.0, "marker_base_rate": 1.0}
     idx = [0, 2, 4, 5]
-    regions = shapes_regions(ds, idx, "colour=red")
-    marker = shapes_regions(ds, idx, "marker")
+    regions = shapes_regions(idx, "colour:red", **params)
+    marker = shapes_regions(idx, "marker", **params)
     assert marker.shape == (4, 32, 32) and (marker.sum(axis=(1, 2)) == 9).all()
     for row, i in enumerate(idx):
         image, _ = render_shape(3, i, 0, 1.0, 1.0)
