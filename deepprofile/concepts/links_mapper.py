@@ -25,10 +25,8 @@ from deepprofile.errors import ShapeError
 
 
 def _class_purity():
-    try:
-        from deepprofile.mapper import class_purity
-    except ImportError:  # before the mapper package move
-        from deepprofile.topology.mapper import class_purity
+    from deepprofile.mapper.stats import class_purity
+
     return class_purity
 
 

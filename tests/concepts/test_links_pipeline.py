@@ -23,10 +23,8 @@ FAST = {"purity_permutations": 5, "topology_points": 12, "topology_permutations"
 
 
 def _run_mapper(run, **kw):
-    try:
-        from deepprofile.mapper.pipeline import run_mapper
-    except ImportError:
-        from deepprofile.topology.mapper_pipeline import run_mapper
+    from deepprofile.mapper.pipeline import run_mapper
+
     return run_mapper(run, **kw)
 
 
