@@ -40,7 +40,7 @@ MAPS_DIR = "concepts/maps"
 DEFAULTS: dict[str, Any] = {
     "parts": PARTS,
     # mapper
-    "purity_permutations": 20,
+    "purity_permutations": 20, "mapper_pages": True,
     # topology
     "topology_points": 64, "topology_permutations": 49, "homology_dims": (0, 1),
     "metric": "sliced_wasserstein", "topology_concepts": None,
@@ -133,7 +133,15 @@ def mapper_part(ctx: _Context, concept_set: Any, probes: Sequence[Any], seed: in
         layers[layer] = out
     depth = {name: [layers[lay]["purity"][name]["purity"] for lay in layers]
              for name in concept_set.names}
-    return {"layers": layers, "layer_order": list(layers), "purity_by_depth": depth}
+    pages: dict[str, str] = {}
+    if ctx.opts["mapper_pages"]:  # draw the pages again with a colour function per concept
+        from deepprofile.concepts.links_mapper import concept_colours
+        from deepprofile.mapper.pipeline import write_pages
+
+        pages = write_pages(ctx.run_dir, extra_colours=lambda result: {
+            f"concept {k}": v for k, v in concept_colours(result, masks).items()})
+    return {"layers": layers, "layer_order": list(layers), "purity_by_depth": depth,
+            "pages": pages}
 
 
 def topology_part(ctx: _Context, concept_set: Any, probes: Sequence[Any], seed: int

@@ -112,5 +112,17 @@ def concept_colours(graph_result: Any, masks: Mapping[str, np.ndarray]
     return {name: point_mask(graph, m).astype(np.float64) for name, m in masks.items()}
 
 
+def saved_concept_masks(run_dir: Any) -> dict[str, np.ndarray]:
+    """Row masks of the concept set saved in ``RUN_DIR/concepts`` (empty when there is none)."""
+    from pathlib import Path
+
+    from deepprofile.concepts.sets import CONCEPTS_DIR, ConceptSet
+
+    if not (Path(run_dir) / CONCEPTS_DIR / "concept_set.npz").exists():
+        return {}
+    concept_set = ConceptSet.load(run_dir)
+    return {name: concept_set.mask(name) for name in concept_set.names}
+
+
 __all__ = ["concept_colours", "concept_purity", "graph_concepts", "node_composition",
-           "point_mask", "point_rows", "purity_baseline"]
+           "point_mask", "point_rows", "purity_baseline", "saved_concept_masks"]

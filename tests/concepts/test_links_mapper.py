@@ -46,3 +46,26 @@ def test_separated_concept_beats_its_shuffle_baseline():
     res = graph_concepts(graph, {"c": mask}, n_permutations=20, seed=0)["purity"]["c"]
     assert res["purity"] == 1.0
     assert res["baseline"]["mean"] == pytest.approx(0.5, abs=0.05)  # shuffled: nodes mix
+
+
+def test_concept_colour_on_the_mapper_page_is_the_node_share():
+    from deepprofile.concepts.links_mapper import concept_colours
+    from deepprofile.errors import DeepProfileError
+    from deepprofile.mapper import build_mapper
+    from deepprofile.mapper.page import _GRAPH_MARKER, _json_at, render_mapper_page
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) + 6])
+    labels = np.r_[np.zeros(60, int), np.ones(60, int)]
+    res = build_mapper(X, labels=labels, intervals=6, overlap=0.3, min_samples=3)
+    mask = rng.random(120) < 0.4
+    colours = concept_colours(res, {"c": mask})
+    page = render_mapper_page(res, extra_colours={"concept c": colours["c"]})
+    assert "concept c" in page
+    _, _, graph = _json_at(page, _GRAPH_MARKER)
+    by_id = {n.id: n for n in res.nodes}
+    for entry in graph["nodes"]:
+        members = list(by_id[entry["name"]].members)
+        assert entry["color"][0][-1] == pytest.approx(mask[members].mean())
+    with pytest.raises(DeepProfileError, match="one value per point"):
+        render_mapper_page(res, extra_colours={"bad": np.ones(3)})

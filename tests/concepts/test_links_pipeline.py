@@ -108,3 +108,22 @@ def test_missing_inputs_are_skipped_not_fatal(shapes_run, tmp_path):
         run_concept_links(copy, concepts, probes, n_permutation=3)
     with pytest.raises(DeepProfileError, match="Unknown part"):
         run_concept_links(copy, concepts, probes, parts=("maper",))
+
+
+def test_mapper_pages_get_a_colour_per_concept(shapes_run):
+    path, concepts, probes, _ = shapes_run
+    out = run_concept_links(path, concepts, probes, parts=("mapper",), **FAST)
+    page = (path / out["mapper"]["pages"]["layer1"]).read_text()
+    assert all(f"concept {name}" in page for name in concepts.names)
+
+
+def test_run_mapper_draws_a_saved_concept_set(shapes_run, tmp_path):
+    import shutil
+
+    path, concepts, _, _ = shapes_run
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    concepts.save(copy)
+    result = _run_mapper(copy, layers=["layer2"], thumbnails=False, quiet=True, intervals=6,
+                         overlap=0.3, min_samples=2)
+    assert "concept marker" in (copy / result.pages["layer2"]).read_text()
