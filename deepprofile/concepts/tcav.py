@@ -1,12 +1,15 @@
 """TCAV (Kim et al. 2018) through captum, with a random-concept t-test per layer and class.
 
 For each layer, captum trains one CAV per experimental set ``[concept, random_j]`` and one
-per ``[random_0, random_j]`` (the null), then scores the fraction of a class's inputs whose
-directional derivative along the CAV is positive (``sign_count``). The concept's scores over
-the ``n_random`` random counter-concepts are compared with the random-vs-random scores by a
-two-sided Welch t-test (``scipy.stats.ttest_ind``); the p-value is reported and the concept
-is significant for (layer, class) when ``p < alpha``. captum caches CAVs and activations on
-disk by ``model_id``; every call uses a fresh temporary directory so stale CAVs never return.
+per ``[random_j, random_j+1]`` (the null, a cycle over the random sets), then scores the
+fraction of a class's inputs whose directional derivative along the CAV is positive
+(``sign_count``). The concept's scores over the ``n_random`` random counter-concepts are
+compared with the random-vs-random scores by a two-sided Welch t-test
+(``scipy.stats.ttest_ind``); the p-value is reported and the concept is significant for
+(layer, class) when ``p < alpha``. A layer followed only by linear maps (global pool + fc)
+has the same gradient for every input, so its sign counts are all 0 or 1: prefer layers
+with a non-linearity after them. captum caches CAVs and activations on disk by
+``model_id``; every call uses a fresh temporary directory so stale CAVs never return.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def tcav_scores(
 
     ``concepts``: name -> positive images ``(m, C, H, W)``; ``random_pool``: images from
     which ``n_random + 1`` random counter-concepts of the same size are drawn (seeded);
-    ``inputs_by_class``: class id -> the images whose predictions are explained.
+    ``inputs_by_class``: class id -> the images whose predictions are explained. Each
+    concept-vs-random set draws its own ``n_concept_images`` from the concept's images.
     """
     from captum.concept import TCAV, Concept
     from scipy.stats import ttest_ind
@@ -120,8 +124,10 @@ def tcav_scores(
     rng = np.random.default_rng(seed)
     randoms = [Concept(1000 + j, f"random_{j}", _batches(
         random_pool[rng.choice(len(random_pool), m, replace=False)]))
-        for j in range(n_random + 1)]
-    null_sets = [[randoms[0], randoms[j]] for j in range(1, n_random + 1)]
+        for j in range(n_random)]
+    # the null: each random set against the next one (a cycle), so every counter-concept
+    # appears in both arms and no single random set dominates the null
+    null_sets = [[randoms[j], randoms[(j + 1) % n_random]] for j in range(n_random)]
     scores: list[TCAVScore] = []
     was_training = model.training
     model.eval()
@@ -131,12 +137,13 @@ def tcav_scores(
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Using default classifier")
                 tcav = TCAV(model, layers, model_id="run", save_path=tmp)
-            concept_objs = {}
             for cid, (name, images) in enumerate(concepts.items()):
-                pick = images[rng.choice(len(images), min(m, len(images)), replace=False)]
-                concept_objs[name] = Concept(cid, re.sub(r"\W", "_", name), _batches(pick))
-            for name, concept in concept_objs.items():
-                sets = [[concept, randoms[j]] for j in range(1, n_random + 1)]
+                # a fresh draw of the concept's images per random counter-concept, so the
+                # concept arm varies like the null arm (one fixed draw inflates false alarms)
+                label = re.sub(r"\W", "_", name)
+                sets = [[Concept(10_000 * (cid + 1) + j, label, _batches(images[rng.choice(
+                    len(images), min(m, len(images)), replace=False)])), randoms[j]]
+                    for j in range(n_random)]
                 for target, inputs in inputs_by_class.items():
                     with torch.enable_grad(), warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)  # captum's list->tensor
