@@ -4,7 +4,8 @@ Layout::
 
     RUN_DIR/
       run.json              overview: model, weights hash, dataset, layers, accuracy,
-                            parameters, package versions, date, command
+                            parameters, package versions, date, command, and
+                            ``commands``: every command that wrote a result here
       activations.zarr/     the ActivationStore
       results/<name>.json   one file per analysis (topology, mapper, spectral, ...)
       mapper/<layer>.html   interactive pages written beside the results
@@ -45,7 +46,31 @@ class RunDir:
     def write_result(self, name: str, result: Any) -> Path:
         """Write ``result`` (a dataclass with ``to_dict`` or plain JSON data) atomically."""
         data = result.to_dict() if hasattr(result, "to_dict") else result
-        return write_json(self.result_path(name), data)
+        path = write_json(self.result_path(name), data)
+        self.record_command(name)
+        return path
+
+    def record_command(self, result_name: str) -> None:
+        """Note in ``run.json`` (when it exists) the command line that wrote a result, so
+        the report can list every command that built the run (``commands``: one entry per
+        command, with the results it wrote)."""
+        from deepprofile.provenance import command_line, now_iso
+
+        if not self.overview_path.exists():
+            return
+        overview = self.read_overview()
+        commands = list(overview.get("commands") or [])
+        if not commands and overview.get("command"):  # the capture that made the folder
+            commands.append({"command": overview["command"], "date": overview.get("date"),
+                             "results": []})
+        cmd = command_line()
+        if commands and commands[-1].get("command") == cmd:
+            if result_name not in commands[-1].setdefault("results", []):
+                commands[-1]["results"].append(result_name)
+        else:
+            commands.append({"command": cmd, "date": now_iso(), "results": [result_name]})
+        overview["commands"] = commands
+        self.write_overview(overview)
 
     def read_result(self, name: str) -> Any:
         return read_json(self.result_path(name))

@@ -265,7 +265,9 @@ def capture_activity(layers: Sequence[Mapping[str, Any]]) -> Any:
     fig.update_layout(barmode="group")
     legend_top(fig)
     fig.update_xaxes(type="category", title_text="layer (input → output)")
-    fig.update_yaxes(title_text="fraction", rangemode="tozero", tickformat=".0%")
+    # two significant digits ("0.12%", "50%"): ".0%" printed every tick of small
+    # fractions as "0%"
+    fig.update_yaxes(title_text="fraction", rangemode="tozero", tickformat=".2~p")
     return fig
 
 

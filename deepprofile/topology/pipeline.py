@@ -457,7 +457,10 @@ def summarize_topology(result: TopologyResult | TopologyComparison) -> str:
     for name in names:
         parts = []
         for d, s in result.summaries[name].items():
-            parts.append(f"H{d}: {s.n_features} features, {s.n_above_noise} above "
+            # n_features counts finite features, n_above_noise also the essential ones
+            total = s.n_features + s.n_essential
+            never = f" ({s.n_essential} never die)" if s.n_essential else ""
+            parts.append(f"H{d}: {total} features{never}, {s.n_above_noise} above "
                          f"{s.noise_threshold:g}, entropy {s.entropy:.2f}")
         lines.append(f"  {name}: " + "; ".join(parts))
     metric = result.params["metrics"][0]
