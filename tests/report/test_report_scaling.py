@@ -109,3 +109,76 @@ def test_attribution_grid_is_inline_png_images_not_heatmaps(tmp_path, parse_page
     Image = pytest.importorskip("PIL.Image")
     first = Image.open(io.BytesIO(base64.b64decode(maps[1]["src"].split(",", 1)[1])))
     assert first.size == (112, 112)  # 224 px averaged down by 2
+
+
+# --------------------------------------------------------------------------------------
+# spectra of many layers
+# --------------------------------------------------------------------------------------
+def _spectral_layer(name: str, rng: np.random.Generator, scale: float) -> dict:
+    from deepprofile.spectral.rmt import mp_edges
+
+    p, n = 24, 48
+    w = rng.normal(size=(p, n)) * scale
+    eig = np.sort(np.linalg.eigvalsh(w @ w.T / n))
+    q, sigma2 = p / n, scale ** 2
+    return {"layer": name, "module_type": "Conv2d", "matrix_shape": [p, n], "n": n,
+            "eigenvalues": eig.tolist(), "spectral_norm": float(np.sqrt(eig[-1] * n)),
+            "stable_rank": float(eig.sum() / eig[-1]), "alpha": 3.0,
+            "mp": {"q": q, "sigma2": sigma2, "lambda_plus": float(mp_edges(q, sigma2)[1]),
+                   "ks": 0.1, "n_spikes": 0},
+            "power_law": {"alpha": 3.0, "xmin": float(eig[p // 2])}}
+
+
+def _spectral_result(n_layers: int, trained_scale: float) -> dict:
+    names = [f"layer{i // 3 + 1}.{i % 3}.conv{i % 3 + 1}" for i in range(n_layers)]
+    rng = np.random.default_rng(0)
+    random = [_spectral_layer(n, rng, 1.0) for n in names]
+    rng = np.random.default_rng(0)  # the same draws: an untrained model when scale == 1
+    trained = [_spectral_layer(n, rng, trained_scale) for n in names]
+    return {"trained": {"layers": trained}, "random_init": {"layers": random},
+            "alpha_hat": {"trained": 1.0, "random_init": 1.0}}
+
+
+def _section(run: Path, tmp_path: Path, builder):
+    from deepprofile.report import ReportContext
+
+    return builder(ReportContext(run, tmp_path))
+
+
+def _figures(sec) -> dict:
+    from deepprofile.report import FigureBlock, Grid
+
+    out = {}
+    for b in sec.blocks:
+        for item in (b.items if isinstance(b, Grid) else [b]):
+            if isinstance(item, FigureBlock):
+                out[item.title] = item
+    return out
+
+
+def test_every_layer_has_its_spectral_density_and_spectrum(tmp_path):
+    from deepprofile.report.sections.spectral import spectral_section
+
+    run = _run_folder(tmp_path, {"spectral": _spectral_result(20, 1.0)})
+    figs = _figures(_section(run, tmp_path, spectral_section))
+    names = [r["layer"] for r in _spectral_result(20, 1.0)["trained"]["layers"]]
+    esd = figs["ESD with Marchenko-Pastur and power-law fits"]
+    assert all(f'"label":"{n}"' in esd.html for n in names), "a layer is missing from the ESD"
+    assert "all 20" in esd.caption or "20 weight layers" in esd.caption
+    picker = figs["Singular value spectrum per layer"]
+    assert all(f'"label":"{n}"' in picker.html for n in names)
+    assert "Singular values by depth" in figs and "Singular value spectra" not in figs
+
+
+def test_spectral_caption_follows_the_data(tmp_path):
+    from deepprofile.report.sections.spectral import spectral_section
+
+    untrained = _run_folder(tmp_path / "u", {"spectral": _spectral_result(4, 1.0)})
+    cap = _figures(_section(untrained, tmp_path, spectral_section))[
+        "Singular value spectra"].caption
+    assert "lifted the top" not in cap and "Training lifts" not in cap
+    assert "in 0 of 4 layers" in cap and "match random initialisation" in cap
+    trained = _run_folder(tmp_path / "t", {"spectral": _spectral_result(4, 2.0)})
+    cap = _figures(_section(trained, tmp_path, spectral_section))[
+        "Singular value spectra"].caption
+    assert "in 4 of 4 layers" in cap and "lifted the top of the spectrum" in cap
