@@ -131,6 +131,7 @@ def prepare_store(
         output_shapes=output_shapes, n_samples=len(rows), num_classes=num_classes,
         chunk_size=chunk, metadata=metadata, overwrite=overwrite,
     )
+    store.check_provenance()
     if store.is_complete:
         store.verify_all()
     else:

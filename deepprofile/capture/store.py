@@ -58,6 +58,7 @@ from deepprofile.testhooks import kill_point
 FORMAT_VERSION = 1
 _META = "deepprofile"
 _SIDE_ARRAYS = ("labels", "predictions", "indices", "logits")
+_CAPTURE_METADATA = ("model", "weights_hash", "dataset", "class_names")  # written by capture
 
 
 def _digest(block: np.ndarray) -> int:
@@ -427,6 +428,16 @@ class ActivationStore:
             "weights_hash": self.metadata.get("weights_hash"),
             "fingerprint": self.fingerprint() if self.is_complete else None,
         }
+
+    def check_provenance(self) -> None:
+        """Raise :class:`CorruptStoreError` unless the provenance a capture records is there
+        (model, weights hash, dataset, class names); called before a capture trusts a store."""
+        missing = [k for k in _CAPTURE_METADATA if k not in self.metadata]
+        if missing:
+            raise CorruptStoreError(
+                f"The activation store at {self.path} has damaged metadata (provenance lacks "
+                f"{', '.join(missing)}). Capture again with --overwrite."
+            )
 
     def finalize(self) -> None:
         """Record accuracy and fingerprint once every chunk is committed."""

@@ -74,33 +74,46 @@ def _flip(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", [
-    "flip chunks_done", "flip digests", "indices chunk", "n_samples text", "empty metadata",
-    "reduction not text", "chunks_done deleted"])
+# each damage, and the first read that meets it (as an analysis would)
+DAMAGES = {
+    "flip chunks_done": lambda path: ActivationStore.open(path).is_complete,
+    "chunks_done deleted": lambda path: ActivationStore.open(path).is_complete,
+    "flip digests": lambda path: capture_stats(ActivationStore.open(path)),
+    "indices chunk": lambda path: ActivationStore.open(path, verify=False).indices,
+    "n_samples text": ActivationStore.open,
+    "empty attributes": ActivationStore.open,
+    "empty metadata": None,  # met by the capture run again
+    "reduction not text": ActivationStore.open,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
 def test_store_format_errors_are_corrupt_store_errors(tiny_net, tiny_dataset, tmp_path, damage):
     path = tmp_path / "run" / "activations.zarr"
     _run(tiny_net, tiny_dataset, tmp_path / "run")
     attrs = path / "zarr.json"
     if damage == "flip chunks_done":
         _flip(path / "chunks_done" / "c" / "1")
+    elif damage == "chunks_done deleted":
+        import shutil
+
+        shutil.rmtree(path / "chunks_done")
     elif damage == "flip digests":
         _flip(path / "digests" / "layers" / "conv2" / "c" / "0")
     elif damage == "indices chunk":
         (path / "indices" / "c" / "0").unlink()
     elif damage == "n_samples text":
         _edit_json(attrs, lambda m: m["attributes"]["deepprofile"].update(n_samples="fifty"))
-    elif damage == "empty metadata":
+    elif damage == "empty attributes":
         _edit_json(attrs, lambda m: m["attributes"].update(deepprofile={}))
-    elif damage == "reduction not text":
+    elif damage == "empty metadata":
+        _edit_json(attrs, lambda m: m["attributes"]["deepprofile"].update(metadata={}))
+    else:
         _edit_json(attrs, lambda m: m["attributes"]["deepprofile"]["layers"]["conv2"].update(
             reduction=None))
-    else:
-        import shutil
-
-        shutil.rmtree(path / "chunks_done")
     with pytest.raises(CorruptStoreError) as info:
-        store = ActivationStore.open(path, verify=False)  # attribute opens it unverified
-        _ = store.indices
-        capture_stats(store)
-        store.verify_all()
-    assert "\n" not in str(info.value)
+        if DAMAGES[damage] is None:
+            _run(tiny_net, tiny_dataset, tmp_path / "run")
+        else:
+            DAMAGES[damage](path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
