@@ -5,18 +5,22 @@ The kernel drops the lock when its owner dies, so a lock left by a killed
 process is *stale*: the file still names the dead pid but the next caller
 acquires it at once. A lock held by a live process makes a non-blocking caller
 fail with :class:`~deepprofile.errors.RunLockedError` naming that pid, and a
-blocking caller wait (up to ``timeout`` seconds).
+blocking caller wait (up to ``timeout`` seconds). A thread that already holds a
+lock may take it again (nested ``with``), other threads and processes may not.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from deepprofile.errors import RunLockedError
+
+_held: dict[tuple[str, int], int] = {}  # (lock path, thread id) -> nesting depth
 
 
 def pid_alive(pid: int) -> bool:
@@ -53,6 +57,14 @@ def file_lock(path: str | Path, *, what: str, blocking: bool = False,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = (str(path.resolve()), threading.get_ident())
+    if key in _held:  # re-entered by the holder
+        _held[key] += 1
+        try:
+            yield path
+        finally:
+            _held[key] -= 1
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout
@@ -71,9 +83,11 @@ def file_lock(path: str | Path, *, what: str, blocking: bool = False,
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[key] = 1
         try:
             yield path
         finally:
+            del _held[key]
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -21,8 +21,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deepprofile.capture.reducers import Reduction
-from deepprofile.capture.runner import capture_to_store
+from deepprofile.capture.runner import capture_to_store, store_lock
 from deepprofile.capture.store import ActivationStore
+from deepprofile.errors import DeepProfileError
 from deepprofile.provenance import command_line, now_iso, package_versions
 from deepprofile.results import clean_stale_temp
 from deepprofile.rundir import RunDir
@@ -50,21 +51,26 @@ def capture_run(
 ) -> tuple[RunDir, ActivationStore]:
     """Capture into ``run_dir/store_name`` and write (or update) ``run_dir/run.json``."""
     run = RunDir(run_dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise DeepProfileError(f"The run folder {run.path} is a file; give --out a folder "
+                               "(it is created if missing).")
     for folder in (run.path, run.results_dir):
         clean_stale_temp(folder)
-    if overwrite and (run.path / store_name).exists():
-        with run.lock():
-            run.move_results_aside(store_name)
-    store = capture_to_store(
-        model, dataset, layers, run.path / store_name, reductions=reductions,
-        batch_size=batch_size, chunk_size=chunk_size, device=device, seed=seed,
-        model_info=model_info, overwrite=overwrite, quiet=quiet,
-        indices=None if indices is None else list(indices),
-    )
-    from deepprofile.capture.stats import capture_stats
+    with store_lock(run.path / store_name):
+        if overwrite and (run.path / store_name).exists():
+            with run.lock():
+                run.move_results_aside(store_name)
+        store = capture_to_store(
+            model, dataset, layers, run.path / store_name, reductions=reductions,
+            batch_size=batch_size, chunk_size=chunk_size, device=device, seed=seed,
+            model_info=model_info, overwrite=overwrite, quiet=quiet,
+            indices=None if indices is None else list(indices),
+        )
+        from deepprofile.capture.stats import capture_stats
 
-    stats_name = "capture" if store_name == RunDir.STORE else f"capture_{Path(store_name).stem}"
-    run.write_result(stats_name, capture_stats(store))
+        stem = Path(store_name).stem
+        stats_name = "capture" if store_name == RunDir.STORE else f"capture_{stem}"
+        run.write_result(stats_name, capture_stats(store))
     kill_point("run-json")
     meta = store.metadata
     summary = store.summary()

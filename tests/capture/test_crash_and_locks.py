@@ -9,12 +9,13 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
 from deepprofile.capture import ActivationStore, capture_to_store
 from deepprofile.capture.runner import store_lock
-from deepprofile.errors import RunLockedError
+from deepprofile.errors import DeepProfileError, RunLockedError
 from deepprofile.results import clean_stale_temp, write_json
 from deepprofile.rundir import RunDir
 from deepprofile.workflow import capture_run
@@ -24,6 +25,26 @@ def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+@contextmanager
+def _held_elsewhere(path):
+    """Hold the store lock of ``path`` from another thread (as another capture would)."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store_lock(path):
+            taken.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait(30)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 def _capture(net, dataset, path, **kw):
@@ -78,13 +99,25 @@ def test_overwrite_renames_aside_before_deleting(tmp_path, tiny_net, tiny_datase
 
 def test_second_capture_of_a_locked_store_fails_cleanly(tmp_path, tiny_net, tiny_dataset):
     path = tmp_path / "s.zarr"
-    with store_lock(path):
+    with _held_elsewhere(path):
         with pytest.raises(RunLockedError, match=rf"pid {os.getpid()}"):
             _capture(tiny_net, tiny_dataset, path)
     assert not path.exists()
     # a lock file left by a killed process (stale) does not block
     (tmp_path / ".s.zarr.lock").write_text(f"{_dead_pid()}\n")
     assert _capture(tiny_net, tiny_dataset, path).is_complete
+
+
+def test_locked_store_leaves_the_run_untouched(tmp_path, tiny_net, tiny_dataset):
+    run_dir = tmp_path / "run"
+    capture_run(tiny_net, tiny_dataset, run_dir, ["fc"], quiet=True)
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    with _held_elsewhere(run_dir / "activations.zarr"):  # a concurrent identical capture
+        with pytest.raises(RunLockedError, match="activations.zarr is in use"):
+            capture_run(tiny_net, tiny_dataset, run_dir, ["fc"], quiet=True, overwrite=True)
+    assert sorted(p.name for p in run_dir.rglob("*")) == before  # nothing moved aside
+    with pytest.raises(DeepProfileError, match="is a file"):
+        capture_run(tiny_net, tiny_dataset, run_dir / "run.json", ["fc"], quiet=True)
 
 
 def test_concurrent_captures_keep_both_run_json_entries(tmp_path, tiny_net, tiny_dataset,
