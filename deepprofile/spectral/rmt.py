@@ -33,7 +33,8 @@ Each layer stores both largest eigenvalues under names that say which:
 ``lambda_max_normalised`` (of ``W W^T / n``, the ESD the fits use) and
 ``lambda_max_unnormalised`` (of ``W W^T``, ``= s_max^2``, the one in alpha-hat), with ``n``.
 
-The fits are implemented here (vectorised over all ``xmin`` candidates) rather than through the ``powerlaw`` package, which is not a dependency and fits one candidate at a time.
+The fits are implemented here (vectorised over all ``xmin`` candidates) rather than through
+the ``powerlaw`` package, which is not a dependency and fits one candidate at a time.
 """
 
 from __future__ import annotations
