@@ -251,7 +251,7 @@ class TopologyAnalysis:
 
     def _rips(self) -> VietorisRips:
         return VietorisRips(self.homology, cutoff_quantile=self.cutoff_quantile,
-                            n_threads=self.n_threads, quiet=self.quiet)
+                            seed=self.seed, n_threads=self.n_threads, quiet=self.quiet)
 
     def clouds(self, source: Any) -> dict[str, PointCloud]:
         """The layer clouds of ``source`` (store, store path or run folder)."""
@@ -304,8 +304,10 @@ class TopologyAnalysis:
         start = time.perf_counter()
         sens: dict[str, SensitivityResult] = {}
         if self.sensitivity_k:
+            # the base diagrams carry their filtration cutoff; the sweep reuses it
             sweep = SensitivitySweep(self.sensitivity_k, metric=self.sensitivity_metric,
-                                     homology_dims=self.homology, n_threads=self.n_threads)
+                                     homology_dims=self.homology, n_threads=self.n_threads,
+                                     cutoff_quantile=self.cutoff_quantile, seed=self.seed)
             from deepprofile.topology.clouds import _progress
 
             with _progress(self.quiet) as progress:
