@@ -23,9 +23,9 @@ def make_run(base: Path, seed: int, analyses: bool) -> Path:
     import torch
 
     from deepprofile.data import load_dataset
+    from deepprofile.mapper.pipeline import run_mapper
     from deepprofile.models import SmallResNet, load_model, save_checkpoint
     from deepprofile.spectral.pipeline import run_spectral
-    from deepprofile.topology.mapper_pipeline import run_mapper
     from deepprofile.topology.pipeline import run_topology
     from deepprofile.workflow import capture_run
 

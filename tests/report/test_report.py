@@ -12,10 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from deepprofile.errors import MissingFileError
-from deepprofile.report import SECTIONS, build_report, register_section
+from deepprofile.mapper.page import external_resources
+from deepprofile.report import (
+    SECTIONS,
+    ReportContext,
+    Section,
+    Text,
+    build_report,
+    register_section,
+)
 from deepprofile.report import figures as F
-from deepprofile.report.build import ReportContext, Section, Text
-from deepprofile.report.mapper_page import external_resources
 
 SECTION_IDS = ("overview", "capture", "topology", "mapper", "spectral", "attribution")
 

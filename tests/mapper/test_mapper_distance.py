@@ -1,4 +1,4 @@
-"""Mapper graph distances (deepprofile.topology.mapper_distance)."""
+"""Mapper graph distances (deepprofile.mapper.distance)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from scipy.optimize import linprog
 from sklearn.metrics import adjusted_rand_score, mutual_info_score
 
 from deepprofile.errors import ShapeError
-from deepprofile.topology.mapper import MapperNode, build_mapper
-from deepprofile.topology.mapper_distance import (
+from deepprofile.mapper import MapperNode, build_mapper
+from deepprofile.mapper.distance import (
     MapperDistanceMatrix,
     assignment_agreement,
     cover_cells,

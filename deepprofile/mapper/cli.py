@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Build mapper graphs: RUN_DIR/mapper/<layer>.html and RUN_DIR/results/mapper.json."""
-        from deepprofile.topology.mapper_pipeline import (
+        from deepprofile.mapper.pipeline import (
             resolve_run_dir,
             run_mapper,
             summarize_mapper,

@@ -1,4 +1,4 @@
-"""Offline mapper pages (deepprofile.report.mapper_page)."""
+"""Offline mapper pages (deepprofile.mapper.page)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from deepprofile.errors import DeepProfileError
-from deepprofile.report.mapper_page import (
+from deepprofile.mapper import build_mapper
+from deepprofile.mapper.page import (
     STATIC_DIR,
     external_resources,
     make_offline,
@@ -23,7 +24,6 @@ from deepprofile.report.mapper_page import (
     to_uint8_image,
     write_mapper_page,
 )
-from deepprofile.topology.mapper import build_mapper
 
 
 @pytest.fixture(scope="module")

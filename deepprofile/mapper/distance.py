@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from deepprofile.errors import DeepProfileError, ShapeError
-from deepprofile.topology.mapper import MapperGraphResult
+from deepprofile.mapper.graph import MapperGraphResult
 
 METHODS = ("coot", "coot_free", "vi", "ari")
 

@@ -11,15 +11,15 @@ from typer.testing import CliRunner
 
 from deepprofile.capture.store import ActivationStore
 from deepprofile.errors import MissingFileError, UnknownLayerError
-from deepprofile.rundir import RunDir
-from deepprofile.topology.mapper import cloud_from_store, mapper_from_store
-from deepprofile.topology.mapper_cli import register
-from deepprofile.topology.mapper_pipeline import (
+from deepprofile.mapper import cloud_from_store, mapper_from_store
+from deepprofile.mapper.cli import register
+from deepprofile.mapper.pipeline import (
     MapperResult,
     load_mapper_result,
     run_mapper,
     summarize_mapper,
 )
+from deepprofile.rundir import RunDir
 
 N, K = 120, 3
 SHAPES = {"stem": (16,), "layer1": (24,), "layer3": (K, 8)}

@@ -14,7 +14,7 @@ The page is kmapper's ``KeplerMapper.visualize`` output, post-processed:
 - Colour functions: label (a node takes its majority label), lens, confidence
   and correctness (a node shows its mean), as far as the result holds them.
 
-Everything comes from a :class:`~deepprofile.topology.mapper.MapperGraphResult`,
+Everything comes from a :class:`~deepprofile.mapper.graph.MapperGraphResult`,
 so a page can be rebuilt from ``results/mapper.json`` without recomputing.
 """
 
@@ -44,7 +44,7 @@ _HREF = re.compile(r"\bhref\s*=\s*[\"']?(?P<url>[^\"'\s>]+)", re.IGNORECASE)
 _NETWORK = re.compile(r"^(?:https?:)?//", re.IGNORECASE)
 
 
-STATIC_DIR = Path(__file__).with_name("static")
+STATIC_DIR = Path(__file__).resolve().parent.parent / "report" / "static"
 
 
 def _static_text(name: str) -> str:
