@@ -68,7 +68,8 @@ class ConceptsResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "run": self.run, "model": self.model, "dataset": dict(self.dataset),
-            "store_name": self.store_name, "layers": list(self.layers),
+            "store": self.store_name, "store_name": self.store_name,
+            "layers": list(self.layers),
             "reductions": dict(self.reductions),
             "concepts": [p.to_dict() for p in self.concepts],
             "tcav": None if self.tcav is None else self.tcav.to_dict(),
