@@ -345,6 +345,12 @@ def summarize_mapper(result: MapperResult) -> str:
             f"{100 * s.uncovered_fraction:>6.1f}% {_fmt(s.node_purity):>9} "
             f"{_fmt(s.class_purity_mean):>10}"
         )
+    from deepprofile.mapper.page import cover_warning
+
+    for name, g in result.graphs.items():
+        warning = cover_warning(g)
+        if warning:
+            lines.append(f"Warning ({name}): {warning}")
     coot = result.distances.get("coot")
     if coot is not None and len(coot.layers) > 1:
         lines.append("Graph distance (hypergraph co-optimal transport, fixed point coupling):")

@@ -299,3 +299,47 @@ def _graph_stats(
         class_purity=cp,
         class_purity_mean=cp_mean,
     )
+
+
+# --------------------------------------------------------------------------------------
+# is the cover too fine for the data?
+# --------------------------------------------------------------------------------------
+def interval_counts(lens: Any, intervals: int, overlap: float) -> np.ndarray:
+    """Points falling in each cover element (kmapper's ``Cover`` on the lens values, the
+    same cover the graph was built with), one count per element."""
+    import kmapper
+
+    lens = np.asarray(lens, dtype=np.float64)
+    if lens.ndim == 1:
+        lens = lens[:, None]
+    data = np.c_[np.arange(len(lens)), lens]
+    cover = kmapper.Cover(n_cubes=int(intervals), perc_overlap=float(overlap))
+    centers = cover.fit(data)
+    return np.array([len(cover.transform_single(data, c)) for c in centers], dtype=np.int64)
+
+
+def sparse_cover_warning(lens: Any, intervals: int, overlap: float,
+                         min_samples: int) -> str | None:
+    """A one-line warning when many cover elements hold too few points to cluster.
+
+    DBSCAN (and HDBSCAN) need ``min_samples`` points to make a cluster, so an element with
+    fewer points can only give noise. The warning is raised when more than a quarter of
+    the non-empty elements hold fewer than ``min_samples`` points, or when the median
+    element holds fewer than ``2 * min_samples``.
+    """
+    counts = interval_counts(lens, intervals, overlap)
+    held = counts[counts > 0]
+    if not len(held):
+        return None
+    short = int(np.sum(held < min_samples))
+    median = float(np.median(held))
+    if short <= len(held) / 4 and median >= 2 * min_samples:
+        return None
+    n = int(np.asarray(lens).shape[0])
+    dims = 1 if np.asarray(lens).ndim == 1 else int(np.asarray(lens).shape[1])
+    suggest = max(1, int((n / (3 * min_samples)) ** (1 / dims)))
+    return (f"Too few points per interval: {n} points over {int(intervals)} intervals per "
+            f"lens dimension leave a median of {median:g} points per interval, and {short} of "
+            f"{len(held)} intervals hold fewer than min_samples={int(min_samples)}, so their "
+            f"points can only be noise. Use about {suggest} intervals or fewer, or more "
+            "points.")

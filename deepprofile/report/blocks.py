@@ -67,6 +67,32 @@ class FigureBlock:
 
 
 @dataclass
+class ImageCell:
+    """One embedded image (``src`` a ``data:image/png`` URI) with an optional label;
+    ``alt`` is its text for screen readers and hover."""
+
+    src: str
+    alt: str = ""
+    label: str = ""
+
+
+@dataclass
+class ImageGrid:
+    """Images in a table: optional column titles, row titles and per-image labels. Each
+    image is a small inline PNG (see :mod:`deepprofile.report.images`), not a figure: a
+    grid of 36 attribution maps costs kilobytes instead of megabytes of plotly JSON."""
+
+    id: str
+    caption: str
+    rows: list[list[ImageCell | None]]
+    column_titles: list[str] = field(default_factory=list)
+    row_titles: list[str] = field(default_factory=list)
+    title: str = ""
+    size: int = 112  # displayed width and height in CSS pixels
+    kind: str = "images"
+
+
+@dataclass
 class Grid:
     """Blocks side by side (two per row on a laptop screen, one on a narrow window)."""
 

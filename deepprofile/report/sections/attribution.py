@@ -7,12 +7,15 @@ import numpy as np
 from deepprofile.report import figures as F
 from deepprofile.report.blocks import (
     Grid,
+    ImageCell,
+    ImageGrid,
     Section,
     Table,
     Text,
     fmt,
 )
 from deepprofile.report.context import ReportContext
+from deepprofile.report.images import MAX_SIDE, map_data_uri
 from deepprofile.report.registry import register_section
 
 
@@ -34,29 +37,26 @@ def attribution_section(ctx: ReportContext) -> Section | None:
     if ex.get("images") and sal:
         keys = list(sal)
         labels_of = ex.get("labels_of_methods") or {}
-        n = len(ex["images"])
-        imgs: list[np.ndarray] = []
-        row_titles = []
-        for i in range(n):
-            imgs.append(np.asarray(ex["images"][i]))
-            for k in keys:
-                imgs.append(np.asarray(sal[k][i]))
+        rows, row_titles = [], []
+        for i, image in enumerate(ex["images"]):
             lab = ctx.class_name(ex["labels"][i]) if ex.get("labels") else "?"
             pred = ctx.class_name(ex["predictions"][i]) if ex.get("predictions") else "?"
-            row_titles.append(f"label {lab}, pred {pred}")
-        cols = 1 + len(keys)
-        fig = F.image_grid(imgs, cols=cols, column_titles=["input"] + [
-            str(labels_of.get(k, k)) for k in keys], row_titles=row_titles,
-            colorscale="Greys", reverse=False, cell=max(70, min(120, 1100 // cols)))
-        # the input column in grey, the maps in a heat colour scale
-        for j, trace in enumerate(fig.data):
-            if j % cols:
-                trace.colorscale = "Inferno"
-        sec.add(ctx.figure(
-            fig, "Example grid: each row an image (first column) and its saliency map under "
-                 "every method (|attribution| summed over channels, each map scaled to its "
-                 "own maximum: bright = important). Smoother, more object-shaped maps are "
-                 "easier to trust.", wide=True, title="Attribution maps"))
+            title = f"label {lab}, pred {pred}"
+            row_titles.append(title)
+            cells = [ImageCell(map_data_uri(image, colorscale="Greys"), f"input: {title}")]
+            for k in keys:
+                method = str(labels_of.get(k, k))
+                cells.append(ImageCell(map_data_uri(sal[k][i]), f"{method}: {title}"))
+            rows.append(cells)
+        sec.add(ImageGrid(
+            ctx.unique_id("attribution-maps"),
+            "Example grid: each row an image (first column) and its saliency map under "
+            "every method (|attribution| summed over channels, each map scaled to its own "
+            "maximum: black = 0, bright yellow = the map's maximum; maps larger than "
+            f"{MAX_SIDE} pixels are averaged down). Smoother, more object-shaped maps are "
+            "easier to trust.", rows, column_titles=["input"] + [
+                str(labels_of.get(k, k)) for k in keys], row_titles=row_titles,
+            title="Attribution maps"))
     table = (data.get("robustness") or {}).get("table") or []
     if table:
         keys = [k for k in table[0] if k != "method" and not k.endswith(".kendall")]
@@ -119,20 +119,23 @@ def attribution_section(ctx: ReportContext) -> Section | None:
         shown = order[:16]
         sec.add(ctx.heading(f"Attributions per mapper node ({nodes.get('layer')})",
                             "attribution-nodes"))
-        maps, titles = [], []
+        cells = []
         for nid in shown:
             nd = nodes["nodes"][nid]
-            maps.append(np.asarray(nd.get("mean_map") or [[0]]))
             lc = nd.get("label_counts") or {}
             top = max(lc.items(), key=lambda kv: kv[1])[0] if lc else "?"
-            titles.append(f"{nid} · n={nd.get('n_members')} · mostly {ctx.class_name(top)}")
-        sec.add(ctx.figure(
-            F.image_grid(maps, titles=[t.replace("_cluster", "/c") for t in titles], cols=6,
-                         colorscale="Inferno", reverse=False, cell=150),
+            label = (f"{nid.replace('_cluster', '/c')} · n={nd.get('n_members')} · mostly "
+                     f"{ctx.class_name(top)}")
+            cells.append(ImageCell(map_data_uri(np.asarray(nd.get("mean_map") or [[0]])),
+                                   label, label))
+        sec.add(ImageGrid(
+            ctx.unique_id("attribution-node-maps"),
             f"Mean {nodes.get('method')} saliency map of the images in each mapper node of "
-            f"{nodes.get('layer')} (title: node, size, majority label; the first 16 nodes). "
-            "Nodes whose maps "
-            "differ rely on different evidence.", wide=True, title="Mean map per node"))
+            f"{nodes.get('layer')} (label: node, size, majority label; the first "
+            f"{len(shown)} of {len(order)} nodes; black = 0, yellow = the map's maximum). "
+            "Nodes whose maps differ rely on different evidence.",
+            [cells[i:i + 6] for i in range(0, len(cells), 6)], title="Mean map per node",
+            size=120))
         rows = []
         for nid in order:
             nd = nodes["nodes"][nid]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from deepprofile.report.blocks import (
@@ -26,6 +27,16 @@ ANALYSES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def _commands(ov: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every command that built the run: run.json's ``commands`` (one entry per command
+    that wrote a result), else its single ``command`` (the capture)."""
+    commands = [dict(c) for c in ov.get("commands") or [] if c.get("command")]
+    last = ov.get("command")
+    if last and not any(c["command"] == last for c in commands):
+        commands.insert(0, {"command": last, "date": ov.get("date"), "results": []})
+    return commands
+
+
 def overview_section(ctx: ReportContext) -> Section | None:
     ov = ctx.overview
     if ov is None:
@@ -37,6 +48,7 @@ def overview_section(ctx: ReportContext) -> Section | None:
     params = {k: v for k, v in info.items()
               if k not in ("arch", "source", "weights_hash", "extra") and v not in (None, {})}
     classes = [str(c) for c in ov.get("class_names") or []]
+    commands = _commands(ov)
     rows: list[tuple[str, Any]] = [
         ("Model", ov.get("model") or info.get("arch") or "–"),
         ("Checkpoint", ov.get("checkpoint") or info.get("source") or "random init"),
@@ -49,10 +61,18 @@ def overview_section(ctx: ReportContext) -> Section | None:
         ("Accuracy on these samples", pct(ov.get("accuracy"))),
         ("Seed", fmt(ov.get("seed"))),
         ("Date", ov.get("date") or "–"),
-        ("Command", ov.get("command") or "–"),
+        ("Command" if len(commands) < 2 else "Commands",
+         commands[0]["command"] if len(commands) == 1 else
+         f"{len(commands)}, listed below" if commands else "–"),
         ("Run folder", str(ctx.run_dir)),
     ]
     sec.add(KeyValues(rows))
+    if len(commands) > 1:
+        sec.add(Table(["date", "command", "results written"],
+                      [[c.get("date") or "–", c["command"],
+                        ", ".join(c.get("results") or []) or "–"] for c in commands],
+                      caption="Every command that built this run folder, in order (from "
+                              "run.json's commands)."))
     stores = ov.get("stores") or {}
     if stores:
         srows = []

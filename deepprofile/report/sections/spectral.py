@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from deepprofile.report import figures as F
@@ -15,6 +17,32 @@ from deepprofile.report.blocks import (
 )
 from deepprofile.report.context import ReportContext
 from deepprofile.report.registry import register_section
+
+MANY_LAYERS = 12
+"""Above this many weight layers, per-layer overlays and small multiples become a by-depth
+summary plus a drop-down over every layer."""
+
+LIFT = 1.05
+"""A layer's top singular value counts as lifted by training when it exceeds the
+random-init one by more than 5 %."""
+
+
+def _lift_sentence(spectra: Mapping[str, np.ndarray],
+                   random: Mapping[str, np.ndarray]) -> str:
+    """What the data shows about the top of the spectrum against random init, measured."""
+    both = [n for n in spectra if n in random and len(spectra[n]) and len(random[n])]
+    if not both:
+        return "No random-init spectra to compare with."
+    lifted = sum(float(np.max(spectra[n])) > LIFT * float(np.max(random[n])) for n in both)
+    lowered = sum(float(np.max(spectra[n])) * LIFT < float(np.max(random[n])) for n in both)
+    text = (f"The largest singular value is more than {round(100 * (LIFT - 1))} % above its "
+            f"random-init value in {lifted} of {len(both)} layers and more than "
+            f"{round(100 * (LIFT - 1))} % below it in {lowered}")
+    if lifted > len(both) / 2:
+        return text + ": training lifted the top of the spectrum in most layers."
+    if lifted == 0 and lowered == 0:
+        return text + ": the spectra match random initialisation (an untrained model?)."
+    return text + "."
 
 
 def spectral_section(ctx: ReportContext) -> Section | None:
@@ -59,12 +87,27 @@ def spectral_section(ctx: ReportContext) -> Section | None:
             e = np.asarray(rr["eigenvalues"], dtype=np.float64)
             rspectra[r["layer"]] = np.sqrt(np.clip(e[::-1], 0, None) * rr.get("n", 1))
     names = [r["layer"] for r in trained]
-    grid = [
-        ctx.figure(F.singular_value_spectra(spectra, rspectra),
-                   "Singular values of each layer in decreasing order (log-log); dotted: the "
-                   "same layer at random initialisation. Training lifts the top of the "
-                   "spectrum above the random curve.", title="Singular value spectra",
-                   height=400),
+    if len(spectra) <= MANY_LAYERS:
+        sv_figs = [ctx.figure(
+            F.singular_value_spectra(spectra, rspectra),
+            "Singular values of each layer in decreasing order (log-log); dotted: the same "
+            "layer at random initialisation. " + _lift_sentence(spectra, rspectra),
+            title="Singular value spectra", height=400)]
+    else:
+        sv_figs = [
+            ctx.figure(
+                F.singular_value_summary(names, spectra, rspectra),
+                "Largest, median and smallest singular value of every layer by depth "
+                "(dashed: random initialisation). " + _lift_sentence(spectra, rspectra),
+                title="Singular values by depth", height=400),
+            ctx.figure(
+                F.singular_value_picker(spectra, rspectra),
+                f"The whole spectrum of one layer (pick any of the {len(spectra)} layers in "
+                "the menu), in decreasing order on log-log axes; dotted: the same layer at "
+                "random initialisation.", title="Singular value spectrum per layer",
+                height=400),
+        ]
+    grid = sv_figs + [
         ctx.figure(
             F.lines_by_layer(names, {"trained": [r.get("alpha") for r in trained],
                                      "random init": [random.get(n, {}).get("alpha")
@@ -91,16 +134,21 @@ def spectral_section(ctx: ReportContext) -> Section | None:
             title="Stable rank by depth", height=360),
     ]
     sec.add(Grid(grid))
-    fitted = [r for r in trained if r.get("mp") or r.get("power_law")][:12]
-    if fitted:
+    with_eig = [r for r in trained if r.get("eigenvalues")]
+    if with_eig:
         sec.add(ctx.heading("Empirical spectral densities", "spectral-esd"))
-        sec.add(ctx.figure(
-            F.esd_panels(fitted),
-            "Histogram of the eigenvalues of WWᵀ/n per layer (log-log), with the fitted "
-            "Marchenko-Pastur law of a random matrix (orange, bulk edge dotted) and the "
-            "power-law tail fit (red dashed). Mass to the right of the MP edge is structure "
-            "the random model does not explain.", wide=True,
-            title="ESD with Marchenko-Pastur and power-law fits"))
+        what = ("Histogram of the eigenvalues of WWᵀ/n (log-log), with the fitted "
+                "Marchenko-Pastur law of a random matrix (orange, bulk edge dotted) and the "
+                "power-law tail fit (red dashed, α in the corner). Mass to the right of the "
+                "MP edge is structure the random model does not explain.")
+        if len(with_eig) <= MANY_LAYERS:
+            sec.add(ctx.figure(F.esd_panels(with_eig), f"One panel per weight layer (all "
+                               f"{len(with_eig)}). " + what, wide=True,
+                               title="ESD with Marchenko-Pastur and power-law fits"))
+        else:
+            sec.add(ctx.figure(F.esd_picker(with_eig), f"Pick any of the {len(with_eig)} "
+                               "weight layers in the menu. " + what, wide=True, height=440,
+                               title="ESD with Marchenko-Pastur and power-law fits"))
     hgs = data.get("hypergraphs") or {}
     if hgs:
         sec.add(ctx.heading("Class hypergraphs of singular vectors", "spectral-hypergraphs"))

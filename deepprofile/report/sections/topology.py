@@ -38,6 +38,14 @@ def _matrix_choices(distances: Mapping[str, Any], primary: str | None = None
     return out
 
 
+def _n_features(summary: Mapping[str, Any]) -> int | None:
+    """Every feature of a diagram: ``n_features`` counts the finite ones only, while
+    ``n_above_noise`` also counts those that never die."""
+    if summary.get("n_features") is None:
+        return None
+    return int(summary["n_features"]) + int(summary.get("n_essential") or 0)
+
+
 def topology_section(ctx: ReportContext) -> Section | None:
     data = ctx.result("topology")
     if not data:
@@ -63,7 +71,7 @@ def topology_section(ctx: ReportContext) -> Section | None:
             s = summaries.get(layer, {}).get(str(d), {})
             rows.append([layer if k == 0 else "", fmt(c.get("n_points")) if k == 0 else "",
                          fmt(c.get("dim")) if k == 0 else "", f"H{d}",
-                         fmt(s.get("n_features")), fmt(s.get("n_essential")),
+                         fmt(_n_features(s)), fmt(s.get("n_essential")),
                          fmt(s.get("n_above_noise")), fmt(s.get("total_persistence")),
                          fmt(s.get("max_persistence")), fmt(s.get("entropy"), 2)])
     cols = ["layer", "points", "dim", "homology", "features", "never die", "above noise",
@@ -72,7 +80,8 @@ def topology_section(ctx: ReportContext) -> Section | None:
                  None)
     sec.add(Table(cols, rows, numeric=[False, True, True, False] + [True] * 6,
                   caption="Per layer: cloud size and dimension; per homology dimension the "
-                          "number of features, those that never die, those living longer "
+                          "number of features (all, those that never die included), those "
+                          "that never die, those living longer "
                           f"than the noise threshold ({fmt(noise)}), the summed and the "
                           "longest lifetime and the persistence entropy."))
     diagrams = _diagram_arrays(data.get("diagrams", {}))
