@@ -102,7 +102,7 @@ def resnet50_run(base: Path) -> tuple[Path, dict[str, float]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        run_topology(run, n_points=N50, quiet=True, sensitivity_k=(0, 1))
+        run_topology(run, cloud="image", n_points=N50, quiet=True, sensitivity_k=(0, 1))
         times["topology_s"] = time.perf_counter() - t
         t = time.perf_counter()
         run_mapper(run, quiet=True, intervals=6)
