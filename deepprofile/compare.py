@@ -229,6 +229,7 @@ def _mapper_part(run_a: Path, run_b: Path, matched: Sequence[Mapping[str, Any]],
             notes.append(f"mapper graphs of {la} (A) and {lb} (B) not compared: {exc}")
             continue
         rows.append({"layer_a": la, "layer_b": lb, "coot": coot, "vi": agree["vi"],
+                     "n_points_compared": agree["n_compared"],
                      "ari": agree["ari"], "nvi": agree["nvi"],
                      "coot_other_mean": float(np.mean(others)) if others else None,
                      "n_nodes_a": ga[la].stats.n_nodes, "n_nodes_b": gb[lb].stats.n_nodes})

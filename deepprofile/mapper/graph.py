@@ -27,6 +27,7 @@ Typical use::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import time
@@ -126,6 +127,9 @@ class MapperGraphResult:
     ``point_sample``) are kept so the HTML page can be rebuilt from JSON alone.
     ``point_sample[i]`` is the store row of point ``i`` (differs from ``i`` when a
     layer stores several spatial positions per image); ``None`` means identity.
+    ``sample_ids[i]`` is the dataset index of point ``i``'s image: graph distances use it
+    to check that two graphs cover the same samples (``None``: unknown, e.g. a graph of a
+    bare array).
     """
 
     layer: str | None
@@ -140,6 +144,7 @@ class MapperGraphResult:
     point_sample: np.ndarray | None = None
     class_names: tuple[str, ...] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    sample_ids: np.ndarray | None = None
 
     @property
     def n_points(self) -> int:
@@ -216,6 +221,7 @@ class MapperGraphResult:
             "predictions": arr(self.predictions),
             "confidence": arr(self.confidence),
             "point_sample": arr(self.point_sample),
+            "sample_ids": arr(self.sample_ids),
         }
 
     @classmethod
@@ -236,6 +242,7 @@ class MapperGraphResult:
             point_sample=_opt_array(d.get("point_sample"), np.int64),
             class_names=None if d.get("class_names") is None else tuple(d["class_names"]),
             provenance=dict(d.get("provenance", {})),
+            sample_ids=_opt_array(d.get("sample_ids"), np.int64),
         )
 
 
@@ -390,8 +397,10 @@ class MapperGraph:
         layer: str | None = None,
         class_names: Sequence[str] | None = None,
         provenance: Mapping[str, Any] | None = None,
+        sample_ids: Any = None,
     ) -> MapperGraph:
-        """Build the graph of cloud ``X`` (N, D); labels/logits/predictions are per point."""
+        """Build the graph of cloud ``X`` (N, D); labels/logits/predictions are per point;
+        ``sample_ids`` (per point, the dataset index of its image) is kept with the graph."""
         import kmapper
 
         self._check_params()
@@ -410,6 +419,7 @@ class MapperGraph:
         logits = per_point(logits, "logits", np.float64)
         predictions = per_point(predictions, "predictions", np.int64)
         point_sample = per_point(point_sample, "point_sample", np.int64)
+        sample_ids = per_point(sample_ids, "sample_ids", np.int64)
         if predictions is None and logits is not None:
             predictions = logits.argmax(axis=1)
         confidence = confidence_from_logits(logits) if logits is not None else None
@@ -457,6 +467,8 @@ class MapperGraph:
             X, labels, predictions, confidence, point_sample, layer, class_names, params,
             dict(provenance or {}), nerve.overlaps_,
         )
+        if sample_ids is not None:
+            self.result_ = dataclasses.replace(self.result_, sample_ids=sample_ids)
         self.timings_ = {
             "lens_s": t1 - t0, "eps_s": t2 - t1, "kmapper_map_s": t3 - t2,
             "statistics_s": clock() - t3,
@@ -578,6 +590,7 @@ def build_mapper(X: Any, **kwargs: Any) -> MapperGraphResult:
     """
     fit_keys = {
         "labels", "logits", "predictions", "point_sample", "layer", "class_names", "provenance",
+        "sample_ids",
     }
     fit_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fit_keys}
     return MapperGraph(**kwargs).fit(X, **fit_kwargs).result_

@@ -21,6 +21,7 @@ class LayerCloud:
     logits: np.ndarray | None
     predictions: np.ndarray | None
     reduction: str
+    sample_ids: np.ndarray | None = None  # dataset index of each point's image
 
 
 def cloud_from_store(store: Any, layer: str) -> LayerCloud:
@@ -56,6 +57,7 @@ def cloud_from_store(store: Any, layer: str) -> LayerCloud:
         logits=side("logits"),
         predictions=side("predictions"),
         reduction=reduction,
+        sample_ids=side("indices"),
     )
 
 
@@ -87,5 +89,6 @@ def mapper_from_store(store: Any, layer: str, **params: Any) -> MapperGraphResul
         layer=layer,
         class_names=class_names,
         provenance=store_provenance(store, layer),
+        sample_ids=cloud.sample_ids,
     )
     return builder.result_

@@ -45,8 +45,23 @@ class ReportContext:
         (an unreadable file is reported in the page's notes)."""
         if name not in self._cache:
             path = self.run_dir / "results" / f"{name}.json"
-            self._cache[name] = self._read(path) if path.exists() else None
+            self._cache[name] = self._current(name, self._read(path) if path.exists() else None)
         return self._cache[name]
+
+    def _current(self, name: str, data: Any) -> Any:
+        """Refuse a result computed from an earlier capture of its store (noted in the page);
+        flag one whose store is gone."""
+        if not isinstance(data, dict):
+            return data
+        from deepprofile.rundir import check_result_identity
+
+        verdict = check_result_identity(data, self.run_dir, f"results/{name}.json")
+        if verdict.status == "stale":
+            self.notes.append(f"Not shown: {verdict.message}")
+            return None
+        if verdict.status == "missing":
+            self.notes.append(verdict.message)
+        return data
 
     def _read(self, path: Path) -> Any:
         from deepprofile.results import read_json
