@@ -56,7 +56,7 @@ def attribution_section(ctx: ReportContext) -> Section | None:
             f"{MAX_SIDE} pixels are averaged down). Smoother, more object-shaped maps are "
             "easier to trust.", rows, column_titles=["input"] + [
                 str(labels_of.get(k, k)) for k in keys], row_titles=row_titles,
-            title="Attribution maps"))
+            title="Attribution maps", size=max(64, min(MAX_SIDE, 960 // (1 + len(keys))))))
     table = (data.get("robustness") or {}).get("table") or []
     if table:
         keys = [k for k in table[0] if k != "method" and not k.endswith(".kendall")]
