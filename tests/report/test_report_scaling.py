@@ -181,7 +181,7 @@ def test_spectral_caption_follows_the_data(tmp_path):
     trained = _run_folder(tmp_path / "t", {"spectral": _spectral_result(4, 2.0)})
     cap = _figures(_section(trained, tmp_path, spectral_section))[
         "Singular value spectra"].caption
-    assert "in 4 of 4 layers" in cap and "lifted the top of the spectrum" in cap
+    assert "in 4 of 4 layers" in cap and "top of the spectrum sits above random init" in cap
 
 
 def test_mapper_section_warns_when_the_cover_is_too_fine(tmp_path):

@@ -23,8 +23,9 @@ MANY_LAYERS = 12
 summary plus a drop-down over every layer."""
 
 LIFT = 1.05
-"""A layer's top singular value counts as lifted by training when it exceeds the
-random-init one by more than 5 %."""
+"""A layer's top singular value counts as above (below) random init when it exceeds (falls
+short of) the random-init one by more than 5 %. Captions state these counts; they never say
+what training did, which the weights alone cannot tell (the model may be untrained)."""
 
 
 def _lift_sentence(spectra: Mapping[str, np.ndarray],
@@ -39,7 +40,7 @@ def _lift_sentence(spectra: Mapping[str, np.ndarray],
             f"random-init value in {lifted} of {len(both)} layers and more than "
             f"{round(100 * (LIFT - 1))} % below it in {lowered}")
     if lifted > len(both) / 2:
-        return text + ": training lifted the top of the spectrum in most layers."
+        return text + ": in most layers the top of the spectrum sits above random init."
     if lifted == 0 and lowered == 0:
         return text + ": the spectra match random initialisation (an untrained model?)."
     return text + "."
