@@ -150,7 +150,7 @@ def resnet50_report(tmp: Path) -> dict[str, object]:
         "images": N50, "image_size": 32, "report_bytes": size,
         "under_8MB": size < TARGET_BYTES,
         "figures": html.count("Plotly.newPlot("),
-        "inline_images": html.count('src="data:image/png;base64,'),
+        "inline_images": html.count('<img src="data:image/png;base64,'),
         "section_bytes": section_bytes(html), "seconds": times,
         "attribution_grid_4x9_224px": grid_bytes_224(),
     }
