@@ -203,9 +203,18 @@ def test_spectral_and_robustness_labels_say_what_they_show(full_report, report_r
     import json
 
     _, html = full_report
-    assert "eigenvalue λ of W Wᵀ / n (normalised)" in html
     assert "λmax of WWᵀ/n" in html and "α̂ (α·log₁₀ λmax of WWᵀ)" in html
     assert "a fresh small_resnet built by its own constructor" in html
     attribution = json.loads((report_runs["a"] / "results" / "attribution.json").read_text())
     random = attribution["robustness"]["perturbations"]["random"]
     assert f"noise: {random['n_kept']} of {random['n_images']}" in html
+
+
+def test_esd_axis_names_the_normalisation():
+    import numpy as np
+
+    from deepprofile.report import figures as F
+
+    fig = F.esd_panels([{"layer": "conv", "eigenvalues": np.linspace(0.1, 2.0, 20).tolist(),
+                         "mp": None, "power_law": None}])
+    assert fig.layout.xaxis.title.text == "eigenvalue λ of W Wᵀ / n (normalised)"
