@@ -128,3 +128,17 @@ def test_spurious_detection_rules():
     assert hit == {"attribution": True, "probe": True, "tcav": True, "behaviour": True}
     miss = detections(behaviour(0.0, 1.0, 0.04, 0.9), cfg)  # 0.04 > 0.05 / 2 layers
     assert miss["attribution"] is False and miss["tcav"] is False and miss["behaviour"] is False
+
+
+def test_positions_store_locates_the_marker(tmp_path, spurious_net, eval_set):
+    """On a positions:k cloud the marker probe fires where the marker is (top-left)."""
+    _, store = capture_run(spurious_net, eval_set, tmp_path, ["act1"], reductions="positions:32",
+                           store_name="activations_pos.zarr", quiet=True)
+    concepts = shapes_concepts(store, include=["marker"])
+    result = run_concepts(tmp_path, concepts, store_name="activations_pos.zarr",
+                          model=spurious_net, dataset=eval_set, tcav=False, baseline=False,
+                          n_shuffles=2)
+    grid = np.array(result.profile("marker").layer("act1").location, dtype=float)
+    assert grid.shape == (16, 16)
+    y, x = np.unravel_index(np.nanargmax(grid), grid.shape)
+    assert y <= 2 and x <= 2, (y, x)
