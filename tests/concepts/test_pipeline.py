@@ -142,3 +142,22 @@ def test_positions_store_locates_the_marker(tmp_path, spurious_net, eval_set):
     assert grid.shape == (16, 16)
     y, x = np.unravel_index(np.nanargmax(grid), grid.shape)
     assert y <= 2 and x <= 2, (y, x)
+
+
+def test_concept_curves_of_two_runs(tiny_run, spurious_net, tmp_path):
+    import shutil
+
+    from deepprofile.concepts.compare import concept_curves
+
+    run_dir, store = tiny_run
+    run_concepts(run_dir, shapes_concepts(store, include=["marker"]), model=spurious_net,
+                 tcav=False, baseline=False, n_shuffles=2)
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    notes: list[str] = []
+    curves = concept_curves(run_dir, other, notes)
+    assert curves["layers"] == ["act1", "act2"] and not notes
+    row = curves["concepts"][0]
+    assert row["concept"] == "marker" and row["a"]["accuracy"] == row["b"]["accuracy"]
+    (other / "results" / "concepts.json").unlink()
+    assert concept_curves(run_dir, other, notes) is None and "run B" in notes[0]
