@@ -282,11 +282,11 @@ def _images(dataset: Any, indices: np.ndarray) -> torch.Tensor:
 def _capture(model: torch.nn.Module, images: torch.Tensor, layers: Sequence[str],
              reductions: Mapping[str, str], indices: np.ndarray | None, seed: int,
              device: str) -> dict[str, np.ndarray]:
-    from deepprofile.concepts.capture import capture_arrays
+    from deepprofile.concepts.capture import capture_arrays, model_device
 
-    model.to(device)
+    del device  # the model stays where it is; images follow it
     return capture_arrays(model, images, layers, reductions, sample_indices=indices, seed=seed,
-                          device=device)
+                          device=model_device(model))
 
 
 def _with_locations(profile: ConceptProfile, locs: Mapping[str, Any]) -> ConceptProfile:
