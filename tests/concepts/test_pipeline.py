@@ -161,3 +161,21 @@ def test_concept_curves_of_two_runs(tiny_run, spurious_net, tmp_path):
     assert row["concept"] == "marker" and row["a"]["accuracy"] == row["b"]["accuracy"]
     (other / "results" / "concepts.json").unlink()
     assert concept_curves(run_dir, other, notes) is None and "run B" in notes[0]
+
+
+def test_comparison_report_shows_concept_curves(tiny_run, spurious_net, tmp_path):
+    import shutil
+
+    from deepprofile.compare import compare_runs
+    from deepprofile.report import build_comparison_report
+
+    run_dir, store = tiny_run
+    run_concepts(run_dir, shapes_concepts(store, include=["marker"]), model=spurious_net,
+                 tcav=False, baseline=False, n_shuffles=2)
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    result = compare_runs(run_dir, other, tmp_path / "cmp", quiet=True, topology=False,
+                          mapper=False, spectral=False)
+    assert result.concepts["concepts"][0]["concept"] == "marker"
+    html = build_comparison_report(result, tmp_path / "cmp.html").read_text()
+    assert "Concept curves" in html and "first layer A" in html
