@@ -192,6 +192,7 @@ _COMMAND_MODULES = (
     "deepprofile.mapper.cli",
     "deepprofile.spectral.cli",
     "deepprofile.attribution.cli",
+    "deepprofile.concepts.cli",
     "deepprofile.report.cli",
 )
 

@@ -68,6 +68,11 @@ def test_demo_end_to_end(tmp_path):
     assert spectral["trained"]["mean_alpha"] < spectral["random_init"]["mean_alpha"]
     text = "\n".join(lines)
     assert "specificity" in text.lower() and "report:" in text
+    spurious = json.loads((out / "shapes" / "results" / "spurious.json").read_text())
+    assert set(spurious["detection"]) == {"attribution", "probe", "tcav", "behaviour"}
+    for name in ("spurious", "clean"):
+        assert (out / "shapes" / name / "results" / "concepts.json").exists()
+    assert paths["shapes"]["report"].exists() and "spurious-signal detection" in text
     # a second run reuses the trained checkpoints instead of training again
     lines.clear()
     run_demo(tmp_path / "demo", fast=True, quiet=True, echo=lines.append)
