@@ -192,6 +192,7 @@ _COMMAND_MODULES = (
     "deepprofile.topology.mapper_cli",
     "deepprofile.spectral.cli",
     "deepprofile.attribution.cli",
+    "deepprofile.data_attribution.cli",
     "deepprofile.report.cli",
 )
 

@@ -26,6 +26,7 @@ from trak.modelout_functions import AbstractModelOutput, ImageClassificationMode
 
 from deepprofile.capture.hooks import first_tensor, register_forward_hooks, remove_hooks
 from deepprofile.capture.selectors import close_matches
+from deepprofile.concepts.probes import reduce_differentiable
 from deepprofile.errors import ShapeError, UnknownLayerError
 
 
@@ -78,25 +79,6 @@ def run_to_layer(model: nn.Module, layer: str, weights: dict[str, Tensor] | None
     return seen[0]
 
 
-def reduce_differentiable(output: Tensor, reduction: str) -> Tensor:
-    """``mean``, ``max``, ``max_position`` or ``flatten`` of a ``(N, C, ...)`` output, keeping
-    the autograd graph (the capture reducers detach)."""
-    if reduction == "flatten":
-        return output.reshape(output.shape[0], -1)
-    flat = output.reshape(output.shape[0], output.shape[1], -1)
-    if reduction == "mean":
-        return flat.mean(dim=2)
-    if reduction == "max":
-        return flat.amax(dim=2)
-    if reduction == "max_position":
-        best = flat.detach().norm(dim=1).argmax(dim=1)
-        return flat.gather(2, best.view(-1, 1, 1).expand(-1, flat.shape[1], 1)).squeeze(2)
-    raise ShapeError(
-        f"Concept probes on reduction {reduction!r} cannot be attributed; use a probe trained "
-        "on mean, max, max_position or flatten activations."
-    )
-
-
 def params_up_to(model: nn.Module, layer: str, example: Tensor) -> list[str]:
     """Names of the parameters ``layer``'s output depends on (found by autograd on ``example``)."""
     named = [(n, p) for n, p in model.named_parameters()]
@@ -121,6 +103,11 @@ class ConceptProbeOutput(AbstractModelOutput):
     not the probe, is what moved the weights.
     """
 
+    @classmethod
+    def from_probe(cls, probe: object) -> ConceptProbeOutput:
+        """From a :class:`deepprofile.concepts.probes.ConceptProbe`."""
+        return cls(probe.layer, probe.reduction, probe.weight, probe.bias)  # type: ignore[attr-defined]
+
     def __init__(self, layer: str, reduction: str, weight: np.ndarray | Tensor,
                  bias: float) -> None:
         super().__init__()
@@ -134,6 +121,7 @@ class ConceptProbeOutput(AbstractModelOutput):
         """Probe logits ``(N,)`` of a batch of images."""
         act = reduce_differentiable(run_to_layer(model, self.layer, weights, buffers, images),
                                     self.reduction)
+        act = act.reshape(act.shape[0], -1)
         if act.shape[-1] != self.weight.numel():
             raise ShapeError(
                 f"The probe for {self.layer!r} has {self.weight.numel()} weights but the "

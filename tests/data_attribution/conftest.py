@@ -64,3 +64,48 @@ def tiny_setup(tmp_path_factory):
     paths = train_tiny(train, out / "checkpoints")
     return {"train": train, "test": test, "checkpoints": paths, "dir": out,
             "model": TinyMLP().eval()}
+
+
+class TinyDigitsNet(nn.Module):
+    """conv(1->4, 4x4, stride 4) -> relu -> mean pool -> linear(4 -> classes), for 32x32 digits."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = nn.Conv2d(1, 4, 4, stride=4)
+        self.act = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.act(self.conv(x))), 1))
+
+
+register_model("tiny_digits_da", TinyDigitsNet)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A trained tiny digits model (2 checkpoints), a run with its capture, a concept probe."""
+    from deepprofile.concepts.probes import ConceptProbe, fit_probe, save_probes
+    from deepprofile.concepts.sets import class_group_concept
+    from deepprofile.data import load_dataset
+    from deepprofile.models import load_model
+    from deepprofile.models.train import TrainConfig, train
+    from deepprofile.workflow import capture_run
+
+    out = tmp_path_factory.mktemp("digits_trak")
+    config = TrainConfig(arch="tiny_digits_da", arch_kwargs={}, epochs=2, n_checkpoints=2,
+                         lr=0.1, batch_size=128)
+    result = train(config, out / "model", quiet=True)
+    model, info = load_model(result.final_checkpoint)
+    test = load_dataset("digits", split="test")
+    run, store = capture_run(model, test, out / "run", ["act"], model_info=info.to_dict(),
+                             checkpoint=result.final_checkpoint, quiet=True)
+    cset = class_group_concept("odd", [1, 3, 5, 7, 9], store.labels)
+    cset.save(run.path)
+    fit = fit_probe(store.layer("act"), cset.mask("odd"))
+    save_probes(run.path, [ConceptProbe.from_fit(fit, layer="act", concept="odd",
+                                                 reduction="mean",
+                                                 store_name="activations.zarr")])
+    return {"run": run.path, "model_dir": out / "model", "result": result}
