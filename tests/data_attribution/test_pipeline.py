@@ -59,7 +59,8 @@ def test_concept_output_gradient_and_hooks(digits_run):
     out = ConceptProbeOutput("act", "mean", np.ones(4), 0.5)
     expected = model.act(model.conv(x)).mean(dim=(2, 3)).sum() + 0.5
     expected = expected.detach()
-    assert float(out.logit(model, None, None, x).detach()) == pytest.approx(float(expected), rel=1e-6)
+    got = float(out.logit(model, None, None, x).detach())
+    assert got == pytest.approx(float(expected), rel=1e-6)
     with pytest.raises(RuntimeError, match="boom"):
         def bad(*a):
             raise RuntimeError("boom")
