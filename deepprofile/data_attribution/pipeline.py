@@ -6,7 +6,8 @@ as it was. Writes:
 
 - ``RUN_DIR/data_attribution.zarr``: training features per checkpoint (resumable);
 - ``RUN_DIR/data_attribution/scores_<target>.npy``: the score matrices
-  ``(n_train, n_targets)``;
+  ``(n_train, n_targets)``; ``thumbnails.npz``: the ranked training images (for the
+  report, which never reloads the dataset);
 - ``RUN_DIR/results/data_attribution.json``: top-k rankings, precision@k, provenance.
 
 A single checkpoint is allowed with a warning (recorded in the result): TRAK's
@@ -48,6 +49,7 @@ from deepprofile.rundir import RunDir
 STORE_NAME = "data_attribution.zarr"
 SCORES_DIR = "data_attribution"
 RESULT_NAME = "data_attribution"
+THUMBNAILS = "thumbnails.npz"
 
 
 def find_checkpoints(run_dir: str | Path, extra_model_dirs: Sequence[str | Path] = ()
@@ -247,6 +249,15 @@ def run_data_attribution(
                     "probe_balanced_accuracy": float(probe.balanced_accuracy),
                     "n_scope_params": len(scope)}))
 
+    shown = sorted({r.index for t in results for r in (*t.helpful, *t.harmful)
+                    if t.kind != "prediction" or t.column < 8})
+    thumbs = np.stack([np.asarray(train_set[i][0], dtype=np.float32) for i in shown])
+    path = run.path / SCORES_DIR / THUMBNAILS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, indices=np.asarray(shown), images=thumbs)
+    tmp.replace(path)
+    files["thumbnails"] = str(path.relative_to(run.path))
     result = DataAttributionResult(
         model=info.arch, train_dataset=getattr(train_set, "spec", lambda: {})(),
         n_train=n_train, proj_dim=proj_dim, projector_seed=projector_seed,
