@@ -193,6 +193,7 @@ _COMMAND_MODULES = (
     "deepprofile.spectral.cli",
     "deepprofile.attribution.cli",
     "deepprofile.concepts.cli",
+    "deepprofile.data_attribution.cli",
     "deepprofile.report.cli",
 )
 
