@@ -193,6 +193,7 @@ _COMMAND_MODULES = (
     "deepprofile.spectral.cli",
     "deepprofile.attribution.cli",
     "deepprofile.report.cli",
+    "deepprofile.explore.cli",
 )
 
 
