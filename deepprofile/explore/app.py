@@ -56,12 +56,12 @@ def _panel(key: str, title: str, layers: list[str], layer: str) -> Any:
                                 "verticalAlign": "middle", "fontSize": "13px"}),
         ]),
         html.Div(id=f"caption-{key}", style={"fontSize": "12px", "color": "#333",
-                                             "margin": "4px 0"}),
-        html.Div(id=f"msg-{key}", style=MESSAGE),
+                                             "margin": "4px 0", "height": "16px"}),
+        html.Div(id=f"msg-{key}", style={**MESSAGE, "height": "32px", "overflowY": "auto"}),
         cyto.Cytoscape(
             id=f"graph-{key}", elements=[], stylesheet=list(BASE_STYLE),
             layout={"name": "preset", "fit": True, "padding": 12},
-            boxSelectionEnabled=True, minZoom=0.05, maxZoom=8,
+            boxSelectionEnabled=True, minZoom=0.05, maxZoom=8, wheelSensitivity=1,
             style={"width": "100%", "height": "460px", "background": "#fafafa"},
         ),
         html.Div(id=f"legend-{key}", style={"fontSize": "12px"}),
@@ -107,6 +107,7 @@ def build_layout(runs: dict[str, RunData], layers: dict[str, str], params: Mappe
     return html.Div([
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="selection"),
+        dcc.Store(id="resized"),
         html.H2(f"deepprofile explorer: {title}", style={"margin": "4px 0 8px 0"}),
         html.Div(id="msg-url", style=MESSAGE),
         bar,

@@ -124,6 +124,24 @@ def register_callbacks(app: Any, runs: dict[str, RunData],
         except Exception as exc:
             return (no_update,) * 6 + (explain(exc),)
 
+    # Cytoscape caches where its canvas sits on the page; when text above a graph changes
+    # height the cache is stale and clicks land beside the nodes. Tell it to re-measure.
+    app.clientside_callback(
+        """function() {
+            setTimeout(function() {
+                ['graph-a', 'graph-b'].forEach(function(id) {
+                    var el = document.getElementById(id);
+                    if (el && el._cyreg && el._cyreg.cy) { el._cyreg.cy.resize(); }
+                });
+            }, 60);
+            return Date.now();
+        }""",
+        Output("resized", "data"),
+        Input("msg-url", "children"), Input("msg-export", "children"),
+        Input("caption-a", "children"), Input("caption-b", "children"),
+        Input("details", "children"), Input("msg-details", "children"),
+    )
+
     @app.callback(
         Output("msg-export", "children"), Input("export", "n_clicks"),
         State("view-a", "data"), State("view-b", "data"), prevent_initial_call=True,
@@ -233,7 +251,8 @@ def _details(run: RunData, view: GraphView, ids: list[str], rows: np.ndarray) ->
         for r, i, y, p in zip(rows[:MAX_TABLE_ROWS], ds_idx, labels, preds, strict=False)]
     parts += [html.H4("Members" + (f" (first {MAX_TABLE_ROWS})" if len(rows) > MAX_TABLE_ROWS
                                    else "")),
-              html.Table(table_rows, id="members", style={"fontSize": "12px"})]
+              html.Table(table_rows, id="members",
+                         style={"fontSize": "12px", "borderSpacing": "10px 1px"})]
     return html.Div(parts, style={"background": "#fff", "border": "1px solid #ddd",
                                   "padding": "8px", "borderRadius": "4px"})
 

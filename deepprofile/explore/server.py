@@ -35,12 +35,17 @@ class ExploreServer:
     """A running explorer: ``url``, ``port``; ``stop()`` (also on leaving a with-block)."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:  # no line per request
+                pass
 
         if not 0 <= int(port) <= 65535:
             raise ServerError(f"--port must be in 0..65535 (0: any free port); got {port}.")
         try:
-            self._server = make_server(host, int(port), app.server, threaded=True)
+            self._server = make_server(host, int(port), app.server, threaded=True,
+                                       request_handler=QuietHandler)
         except (OSError, SystemExit) as exc:
             raise ServerError(
                 f"Cannot listen on {host}:{port} ({exc}). Pick another --port, or leave it out "
