@@ -61,7 +61,7 @@ def _panel(key: str, title: str, layers: list[str], layer: str) -> Any:
         cyto.Cytoscape(
             id=f"graph-{key}", elements=[], stylesheet=list(BASE_STYLE),
             layout={"name": "preset", "fit": True, "padding": 12},
-            boxSelectionEnabled=True, minZoom=0.05, maxZoom=8, wheelSensitivity=1,
+            boxSelectionEnabled=True, minZoom=0.05, maxZoom=8,
             style={"width": "100%", "height": "460px", "background": "#fafafa"},
         ),
         html.Div(id=f"legend-{key}", style={"fontSize": "12px"}),
