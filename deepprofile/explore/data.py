@@ -342,9 +342,14 @@ class RunData:
         try:
             try:
                 from deepprofile.concepts.sets import ConceptSet
-            except ImportError:
+            except ImportError:  # the same files ConceptSet.save writes
+                from deepprofile.results import read_json
+
                 with np.load(path, allow_pickle=False) as z:
-                    names, masks = [str(n) for n in z["names"]], np.asarray(z["masks"], bool)
+                    masks = np.asarray(z["masks"], dtype=bool)
+                    names = (list(z["names"]) if "names" in z.files else
+                             read_json(path.with_suffix(".json"))["names"])
+                names = [str(n) for n in names]
             else:
                 cs = ConceptSet.load(self.path)
                 names, masks = [str(n) for n in cs.names], np.asarray(cs.masks, dtype=bool)

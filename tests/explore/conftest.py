@@ -1,9 +1,10 @@
 """Tiny run folders for the explorer tests, made once per session.
 
 Run A: a seeded random-init SmallResNet captured (mean reduction) on the first 160
-digits test images, with a concept set (``concepts/concept_set.npz``: "even digit",
-"label below 5") and a small attribution result (saliency maps of 12 images, written as
-``run_attribution`` lays them out). Run B: another seed on the same images.
+digits test images, with a concept set ("even digit", "below 5"; the files
+``concepts/concept_set.npz`` + ``.json`` as ConceptSet.save writes them) and a small
+attribution result (saliency maps of 12 images, laid out as ``run_attribution`` does).
+Run B: another seed on the same images. "empty": a run folder without activations.
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ def _extras(run: Path) -> None:
     store = RunDir(run).store()
     labels = np.asarray(store.labels)
     (run / "concepts").mkdir()
-    np.savez(run / "concepts" / "concept_set.npz", names=np.array(["even digit", "below 5"]),
-             masks=np.stack([labels % 2 == 0, labels < 5]))
+    # the layout of deepprofile.concepts.sets.ConceptSet.save: masks in the npz, names in json
+    np.savez_compressed(run / "concepts" / "concept_set.npz",
+                        masks=np.stack([labels % 2 == 0, labels < 5]))
+    (run / "concepts" / "concept_set.json").write_text(json.dumps({
+        "names": ["even digit", "below 5"], "n_samples": len(labels),
+        "sources": {"even digit": {"kind": "classes"}, "below 5": {"kind": "classes"}},
+        "folders": []}))
     rng = np.random.default_rng(0)
     maps = rng.normal(size=(len(ATTR_ROWS), 1, 32, 32)).astype(np.float32)
     (run / "attribution").mkdir()
