@@ -62,7 +62,9 @@ def register_callbacks(app: Any, runs: dict[str, RunData],
                     chosen[key] = runs[key].check_layer(query[arg][0])
                 except Exception as exc:
                     notes.append(explain(exc))
-        return chosen["a"], chosen["b"], " ".join(notes)
+        same = {"a": layer_a, "b": layer_b}
+        return (*(no_update if chosen[k] == same[k] else chosen[k] for k in ("a", "b")),
+                " ".join(notes))
 
     def draw(key: str) -> Callable:
         def callback(layer, lens, intervals, overlap, eps, min_samples, subsample, colour):
