@@ -163,7 +163,6 @@ def register_callbacks(app: Any, runs: dict[str, RunData],
 def _select(runs: dict[str, RunData], trigger: str | None, sel_a: Any, sel_b: Any,
             data_a: Any, data_b: Any, last: Any) -> tuple:
     """Selection in one panel: details of its images, their nodes ringed in the other."""
-    from dash import html
 
     from deepprofile.explore.elements import BASE_STYLE
 
@@ -177,12 +176,12 @@ def _select(runs: dict[str, RunData], trigger: str | None, sel_a: Any, sel_b: An
             source = None
     other = {"a": "b", "b": "a"}
     if source is None or views[source] is None:
-        hint = html.Div("Click a node (shift-click or box-select for several) to see its images.",
-                        style={"color": "#666", "fontSize": "13px"})
-        return hint, list(BASE_STYLE), list(BASE_STYLE), "", "", {"source": None}, ""
+        return _nothing_selected()
     view = views[source]
     run = runs[source]
-    ids = [d["id"] for d in selected[source] if "id" in d]
+    ids = [n for n in (view.node_id(str(d.get("id", ""))) for d in selected[source]) if n]
+    if not ids:  # a selection of a graph since redrawn
+        return _nothing_selected()
     rows = view.rows_of(ids)
     target_key = other[source]
     target = views[target_key]
@@ -193,13 +192,23 @@ def _select(runs: dict[str, RunData], trigger: str | None, sel_a: Any, sel_b: An
         shared = rows if target_run is run else target_run.rows_for_dataset_indices(
             run.dataset_indices[rows])
         linked = linked_nodes(target, shared)
-        styles[target_key] = stylesheet(linked)
+        styles[target_key] = stylesheet(target, linked)
         captions[target_key] = (
             f"{len(linked)} of {len(target.node_ids)} nodes of {target.layer} hold the "
             f"{len(shared)} selected images (ringed in red; ring width: their share of the node)")
     details = _details(run, view, ids, rows)
     return (details, styles["a"], styles["b"], captions["a"], captions["b"],
             {"source": source}, "")
+
+
+def _nothing_selected() -> tuple:
+    from dash import html
+
+    from deepprofile.explore.elements import BASE_STYLE
+
+    hint = html.Div("Click a node (shift-click or box-select for several) to see its images.",
+                    style={"color": "#666", "fontSize": "13px"})
+    return hint, list(BASE_STYLE), list(BASE_STYLE), "", "", {"source": None}, ""
 
 
 def _details(run: RunData, view: GraphView, ids: list[str], rows: np.ndarray) -> Any:

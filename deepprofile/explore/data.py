@@ -138,6 +138,23 @@ class GraphView:
     seconds: float
 
     @property
+    def tag(self) -> str:
+        """A short name of this graph (layer and parameters), prefixed to element ids so a
+        redrawn graph never reuses the ids (and the selection) of the previous one."""
+        import hashlib
+
+        text = repr((self.layer, self.params)).encode()
+        return "g" + hashlib.blake2b(text, digest_size=4).hexdigest()
+
+    def element_id(self, node_id: str) -> str:
+        return f"{self.tag}-{node_id}"
+
+    def node_id(self, element_id: str) -> str | None:
+        """The mapper node of an element id of this graph (None for another graph's)."""
+        prefix = self.tag + "-"
+        return element_id[len(prefix):] if element_id.startswith(prefix) else None
+
+    @property
     def node_ids(self) -> list[str]:
         return [node.id for node in self.result.nodes]
 

@@ -96,11 +96,12 @@ def graph_elements(view: GraphView, column: Column, class_name: Any = str) -> li
                f"{'-' if top is None else class_name(top)}; {column.label}: {shown}")
         x, y = pos.get(node.id, (0.0, 0.0))
         out.append({
-            "data": {"id": node.id, "size": node.size, "tip": tip, "colour": colour,
-                     "px": round(14 + 30 * math.sqrt(node.size / biggest), 1)},
+            "data": {"id": view.element_id(node.id), "size": node.size, "tip": tip,
+                     "colour": colour, "px": round(14 + 30 * math.sqrt(node.size / biggest), 1)},
             "position": {"x": x, "y": y},
         })
     for a, b, w in view.result.edges:
+        a, b = view.element_id(a), view.element_id(b)
         out.append({"data": {"id": f"{a}~{b}", "source": a, "target": b, "weight": int(w)}})
     return out
 
@@ -115,18 +116,19 @@ BASE_STYLE = [
 ]
 
 
-def stylesheet(linked: Mapping[str, float] | None = None) -> list[dict]:
-    """The base style, plus (when ``linked`` is given) linked nodes ringed in red with the
-    ring's width growing with the share of their members in the selection, and every
-    other node faded."""
-    if not linked:
+def stylesheet(view: GraphView | None = None,
+               linked: Mapping[str, float] | None = None) -> list[dict]:
+    """The base style, plus (when ``linked`` maps node ids of ``view`` to shares) linked
+    nodes ringed in red with the ring's width growing with the share of their members in
+    the selection, and every other node faded."""
+    if not linked or view is None:
         return list(BASE_STYLE)
     style = list(BASE_STYLE) + [{"selector": "node", "style": {"opacity": 0.25}}]
     by_width: dict[int, list[str]] = {}
     for node_id, share in linked.items():
         by_width.setdefault(2 + round(4 * share), []).append(node_id)
     for width, ids in sorted(by_width.items()):
-        selector = ", ".join(f'node[id = "{i}"]' for i in ids)
+        selector = ", ".join(f'node[id = "{view.element_id(i)}"]' for i in ids)
         style.append({"selector": selector, "style": {
             "opacity": 1, "border-width": width, "border-color": HIGHLIGHT}})
     return style
