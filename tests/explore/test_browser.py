@@ -1,9 +1,9 @@
-"""The explorer driven in headless Chromium: `deepprofile explore RUN --no-browser` runs in a
-subprocess on a free port; the graph draws, a parameter change redraws with another node
-count, a node click lists its images, the selection rings nodes of the other layer, bad
-input shows a message, nothing leaves localhost, no console error, and Ctrl+C stops the
-process cleanly. Needs Debian's chromium (``apt-get install -y chromium``) and the
-playwright package; skipped without them.
+"""The explorer driven in headless Chromium, served from a background thread on a free port:
+the graph draws, a parameter change redraws with another node count, a node click lists its
+images, the selection rings nodes of the other layer, bad input shows a message, nothing
+leaves localhost, no console error, and stopping leaves no thread nor open port (the
+command line's Ctrl+C path is tested in test_server.py). Needs Debian's chromium
+(``apt-get install -y chromium``) and the playwright package; skipped without them.
 
 Set ``DEEPPROFILE_UPDATE_SCREENSHOT=1`` to also refresh ``docs/images/explore.png``.
 """
@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
+import socket
 import threading
 from pathlib import Path
 
@@ -37,40 +35,13 @@ DRAWN = "() => {{ const e = document.getElementById('{}'); " \
         "return !!(e && e._cyreg && e._cyreg.cy.nodes().length > 0); }}"
 
 
-class Explorer:
-    """`deepprofile explore` in a subprocess; ``url`` read from its first line."""
-
-    def __init__(self, run: Path) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deepprofile.cli", "explore", str(run), "--no-browser",
-             "--layer", "layer3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env)
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()))
-        reader.start()
-        reader.join(120)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line[0] if line else "")
-        if not match:
-            self.proc.kill()
-            raise AssertionError(f"no URL printed: {line} {self.proc.stderr.read()}")
-        self.url, self.port = match.group(0), int(match.group(1))
-
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        return self.proc.returncode, out
-
-
 @pytest.fixture(scope="module")
 def session(explore_runs):
     sync_api = pytest.importorskip("playwright.sync_api",
                                    reason="the playwright python package is not installed")
-    explorer = Explorer(explore_runs["a"])
+    from deepprofile.explore import create_app, serve
+
+    explorer = serve(create_app(explore_runs["a"], layer="layer3"))
     record: dict[str, list] = {"console": [], "errors": [], "outside": []}
     try:
         with sync_api.sync_playwright() as p:
@@ -92,9 +63,7 @@ def session(explore_runs):
             finally:
                 browser.close()
     finally:
-        if explorer.proc.poll() is None:
-            explorer.proc.kill()
-            explorer.proc.wait()
+        explorer.stop()
 
 
 def _count(page, graph: str) -> int:
@@ -177,9 +146,8 @@ def test_no_console_error_no_request_outside_and_clean_shutdown(session):
     errors = [t for kind, t in record["console"] if kind == "error"] + record["errors"]
     assert errors == []
     assert record["outside"] == []
-    code, out = session["explorer"].stop()
-    assert code == 0 and "explorer stopped" in out
-    import socket
-
+    server = session["explorer"]
+    server.stop()
     with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", session["explorer"].port)) != 0
+        assert s.connect_ex(("127.0.0.1", server.port)) != 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("deepprofile-explore")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -64,18 +65,41 @@ def test_host_check():
     assert is_local("127.0.0.2") and not is_local("0.0.0.0") and not is_local("10.1.2.3")
 
 
-def test_cli_errors_are_one_line(explore_runs):
-    env = {**os.environ, "COLUMNS": "400"}  # rich wraps at 80 columns without a terminal
-    proc = subprocess.run(
-        [sys.executable, "-m", "deepprofile.cli", "explore", str(explore_runs["empty"]),
-         "--no-browser"], capture_output=True, text=True, timeout=120, env=env,
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "error:" in lines[0] and "deepprofile capture" in lines[0]
-    proc = subprocess.run(
+def test_cli_errors_are_one_line(explore_runs, monkeypatch, capsys):
+    from deepprofile.cli import main
+
+    for args, needles in (
+        ([str(explore_runs["empty"])], ["deepprofile capture"]),
+        ([str(explore_runs["a"]), "--layer", "layer9"], ["not stored", "Did you mean"]),
+        ([str(explore_runs["a"]), "--port", "70000"], ["--port must be in 0..65535"]),
+    ):
+        monkeypatch.setattr(sys, "argv", ["deepprofile", "explore", *args, "--no-browser"])
+        with pytest.raises(SystemExit) as info:
+            main()
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "Traceback" not in err and err.startswith("error:")
+        text = " ".join(err.split())  # rich wraps long lines at the terminal's width
+        assert all(n in text for n in needles), text
+
+
+@pytest.mark.slow
+def test_cli_serves_until_ctrl_c(explore_runs):
+    """`deepprofile explore RUN --no-browser` in a subprocess: prints its URL, serves the
+    page, and exits 0 on SIGINT with the port closed."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "deepprofile.cli", "explore", str(explore_runs["a"]),
-         "--layer", "layer9", "--no-browser"], capture_output=True, text=True, timeout=120, env=env,
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "not stored" in proc.stderr and "Did you mean" in proc.stderr
+         "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert _get(match.group(0))[0] == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "explorer stopped" in out and "Traceback" not in err
+    assert _refused(int(match.group(1)))
