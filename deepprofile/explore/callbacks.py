@@ -262,8 +262,9 @@ def _details(run: RunData, view: GraphView, ids: list[str], rows: np.ndarray) ->
         for r, i, y, p in zip(rows[:MAX_TABLE_ROWS], ds_idx, labels, preds, strict=False)]
     parts += [html.H4("Members" + (f" (first {MAX_TABLE_ROWS})" if len(rows) > MAX_TABLE_ROWS
                                    else "")),
-              html.Table(table_rows, id="members",
-                         style={"fontSize": "12px", "borderSpacing": "10px 1px"})]
+              html.Div(html.Table(table_rows, id="members",
+                                  style={"fontSize": "12px", "borderSpacing": "10px 1px"}),
+                       style={"maxHeight": "220px", "overflowY": "auto"})]
     return html.Div(parts, style={"background": "#fff", "border": "1px solid #ddd",
                                   "padding": "8px", "borderRadius": "4px"})
 

@@ -4,13 +4,10 @@ images, the selection rings nodes of the other layer, bad input shows a message,
 leaves localhost, no console error, and stopping leaves no thread nor open port (the
 command line's Ctrl+C path is tested in test_server.py). Needs Debian's chromium
 (``apt-get install -y chromium``) and the playwright package; skipped without them.
-
-Set ``DEEPPROFILE_UPDATE_SCREENSHOT=1`` to also refresh ``docs/images/explore.png``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
@@ -21,7 +18,6 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
-DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "explore.png"
 RED = "rgb(228,0,43)"
 
 pytestmark = pytest.mark.skipif(
@@ -126,9 +122,6 @@ def test_node_click_lists_images_and_rings_nodes_of_the_other_layer(session):
     ringed = page.evaluate(f"""() => {CY.format('graph-b')}.nodes()
         .filter(n => n.style('border-color') === '{RED}').length""")
     assert linked > 0 and ringed == linked
-    if os.environ.get("DEEPPROFILE_UPDATE_SCREENSHOT"):
-        page.wait_for_timeout(300)
-        page.screenshot(path=str(DOCS_IMAGE), full_page=True)
 
 
 def test_unknown_layer_in_the_address_is_a_message(session):
