@@ -64,6 +64,8 @@ def _panel(key: str, title: str, layers: list[str], layer: str) -> Any:
             boxSelectionEnabled=True, minZoom=0.05, maxZoom=8,
             style={"width": "100%", "height": "460px", "background": "#fafafa"},
         ),
+        html.Div(id=f"hover-{key}", style={"fontSize": "12px", "color": "#333",
+                                           "height": "16px", "overflow": "hidden"}),
         html.Div(id=f"legend-{key}", style={"fontSize": "12px"}),
         html.Div(id=f"linked-{key}", style={"fontSize": "12px", "color": "#a0001f"}),
         dcc.Store(id=f"view-{key}"),

@@ -126,6 +126,12 @@ def register_callbacks(app: Any, runs: dict[str, RunData],
         except Exception as exc:
             return (no_update,) * 6 + (explain(exc),)
 
+    for key in ("a", "b"):
+        app.clientside_callback(  # hover text without a round trip to the server
+            "function(d) { return d && d.tip ? d.tip : ''; }",
+            Output(f"hover-{key}", "children"), Input(f"graph-{key}", "mouseoverNodeData"),
+        )
+
     # Cytoscape caches where its canvas sits on the page; when text above a graph changes
     # height the cache is stale and clicks land beside the nodes. Tell it to re-measure.
     app.clientside_callback(

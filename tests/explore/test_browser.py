@@ -70,6 +70,12 @@ def _caption_nodes(page, key: str) -> int:
     return int(re.search(r"(\d+) nodes", page.inner_text(f"#caption-{key}")).group(1))
 
 
+def _text_js(element: str, test: str) -> str:
+    """A null-safe wait condition on an element's text (the page may still be loading)."""
+    return f"() => {{ const e = document.getElementById('{element}'); " \
+           f"return !!e && ({test.replace('TEXT', 'e.innerText')}); }}"
+
+
 def _set(page, field: str, value: str) -> None:
     box = page.locator(f"#{field}")
     box.fill(value)
@@ -91,12 +97,12 @@ def test_graph_draws_and_a_parameter_change_redraws(session):
 def test_out_of_range_parameter_shows_a_message(session):
     page = session["page"]
     _set(page, "overlap", "1.5")
-    page.wait_for_function("() => document.getElementById('msg-a').innerText.length > 0",
+    page.wait_for_function(_text_js("msg-a", "TEXT.length > 0"),
                            timeout=30_000)
     assert "overlap must be in [0, 0.95]" in page.inner_text("#msg-a")
     assert "Traceback" not in page.content()
     _set(page, "overlap", "0.3")
-    page.wait_for_function("() => document.getElementById('msg-a').innerText === ''",
+    page.wait_for_function(_text_js("msg-a", "TEXT === ''"),
                            timeout=30_000)
 
 
@@ -115,7 +121,7 @@ def test_node_click_lists_images_and_rings_nodes_of_the_other_layer(session):
     n_rows = page.locator("#members tr").count() - 1
     assert n_rows == min(node["size"], 60)
     assert page.locator("img.dp-thumb").count() == min(node["size"], 48)
-    page.wait_for_function("() => document.getElementById('linked-b').innerText.length > 0",
+    page.wait_for_function(_text_js("linked-b", "TEXT.length > 0"),
                            timeout=30_000)
     caption = page.inner_text("#linked-b")
     linked = int(re.match(r"(\d+) of (\d+) nodes", caption).group(1))
@@ -124,10 +130,21 @@ def test_node_click_lists_images_and_rings_nodes_of_the_other_layer(session):
     assert linked > 0 and ringed == linked
 
 
+def test_export_writes_the_static_page(session, explore_runs):
+    page = session["page"]
+    page.click("#export")
+    page.wait_for_function(
+        _text_js("msg-export", "TEXT.startsWith('Wrote')"),
+        timeout=60_000)
+    written = page.inner_text("#msg-export").removeprefix("Wrote ").split(", ")
+    assert written and all(Path(w).is_file() for w in written)
+    assert all(Path(w).parent == explore_runs["a"] / "mapper" / "explore" for w in written)
+
+
 def test_unknown_layer_in_the_address_is_a_message(session):
     page = session["page"]
     page.goto(session["explorer"].url + "?layer=layer33", wait_until="load")
-    page.wait_for_function("() => document.getElementById('msg-url').innerText.length > 0",
+    page.wait_for_function(_text_js("msg-url", "TEXT.length > 0"),
                            timeout=30_000)
     text = page.inner_text("#msg-url")
     assert "Layer 'layer33' is not stored" in text and "Did you mean: layer3" in text

@@ -157,3 +157,22 @@ def test_bad_runs_and_layers(explore_runs, run_a):
         RunData.open(explore_runs["empty"])
     with pytest.raises(UnknownLayerError, match="Did you mean: layer3"):
         run_a.check_layer("layer33")
+
+
+def test_dataset_columns_become_colour_options(explore_runs):
+    run = RunData.open(explore_runs["a"])
+    n = int(run.dataset_indices.max()) + 1
+
+    class Shapes:  # what ShapesDataset.concept_table gives: one array per concept
+        def concept_table(self):
+            return {"label": np.zeros(n), "radius": np.arange(n) % 7,
+                    "colour": np.array(["red", "blue", "green"])[np.arange(n) % 3]}
+
+    run._dataset = Shapes()
+    cols = run.columns()
+    assert "column:label" not in cols and not cols["column:radius"].categorical
+    colour = cols["column:colour"]
+    assert colour.categorical and colour.categories == ("blue", "green", "red")
+    expected = np.array(["red", "blue", "green"])[run.dataset_indices % 3]
+    assert [colour.categories[int(c)] for c in colour.values] == expected.tolist()
+    np.testing.assert_array_equal(cols["column:radius"].values, run.dataset_indices % 7)
