@@ -189,7 +189,7 @@ def demo(
 
 _COMMAND_MODULES = (
     "deepprofile.topology.cli",
-    "deepprofile.topology.mapper_cli",
+    "deepprofile.mapper.cli",
     "deepprofile.spectral.cli",
     "deepprofile.attribution.cli",
     "deepprofile.report.cli",

@@ -7,7 +7,7 @@ the same order, common layers), then gathers, using the analyses' own APIs:
 - topology (:func:`deepprofile.topology.compare_topology`): the cross layer x layer diagram
   distances and CKA, and the layer matching (specificity: is each layer of A nearest to the
   same layer of B?);
-- mapper graphs (:mod:`deepprofile.topology.mapper_distance`): the graph distance between each
+- mapper graphs (:mod:`deepprofile.mapper.distance`): the graph distance between each
   layer of A and its counterpart in B, from both runs' ``results/mapper.json``;
 - weight spectra (:mod:`deepprofile.spectral`): alpha, spectral norm and stable rank per weight
   layer (from ``results/spectral.json``, or computed from the checkpoints when absent), and
@@ -201,10 +201,10 @@ def _matched_layers(topo: Any) -> list[dict[str, Any]]:
 
 def _mapper_part(run_a: Path, run_b: Path, matched: Sequence[Mapping[str, Any]],
                  notes: list[str]) -> dict[str, Any] | None:
+    from deepprofile.mapper.distance import assignment_agreement, mapper_distance
+    from deepprofile.mapper.pipeline import RESULT_NAME as MAPPER
+    from deepprofile.mapper.pipeline import MapperResult
     from deepprofile.rundir import RunDir
-    from deepprofile.topology.mapper_distance import assignment_agreement, mapper_distance
-    from deepprofile.topology.mapper_pipeline import RESULT_NAME as MAPPER
-    from deepprofile.topology.mapper_pipeline import MapperResult
 
     ra, rb = RunDir(run_a), RunDir(run_b)
     missing = [x for x, r in (("A", ra), ("B", rb)) if not r.has_result(MAPPER)]
@@ -229,6 +229,7 @@ def _mapper_part(run_a: Path, run_b: Path, matched: Sequence[Mapping[str, Any]],
             notes.append(f"mapper graphs of {la} (A) and {lb} (B) not compared: {exc}")
             continue
         rows.append({"layer_a": la, "layer_b": lb, "coot": coot, "vi": agree["vi"],
+                     "n_points_compared": agree["n_compared"],
                      "ari": agree["ari"], "nvi": agree["nvi"],
                      "coot_other_mean": float(np.mean(others)) if others else None,
                      "n_nodes_a": ga[la].stats.n_nodes, "n_nodes_b": gb[lb].stats.n_nodes})

@@ -110,8 +110,8 @@ def run_demo(out_dir: str | Path = "reports/demo", *, fast: bool = False, seed: 
 def analyse(run: dict[str, Any], *, fast: bool, seed: int, quiet: bool,
             echo: Callable[[str], None], attribution: bool) -> None:
     """Topology, mapper, spectral (and attribution) on one captured run."""
+    from deepprofile.mapper.pipeline import run_mapper, summarize_mapper
     from deepprofile.spectral.pipeline import run_spectral, summarize_spectral
-    from deepprofile.topology.mapper_pipeline import run_mapper, summarize_mapper
     from deepprofile.topology.pipeline import run_topology, summarize_topology
 
     run_dir, model, dataset = run["run"].path, run["model"], run["dataset"]

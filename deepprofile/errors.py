@@ -40,3 +40,11 @@ class ShapeError(DeepProfileError, ValueError):
 
 class MissingFileError(DeepProfileError, FileNotFoundError):
     """A file the user pointed at does not exist."""
+
+
+class RunLockedError(DeepProfileError):
+    """Another process holds the lock of a run folder or store."""
+
+
+class StaleResultError(DeepProfileError):
+    """A result was computed from another activation store than the run's current one."""

@@ -12,10 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from deepprofile.errors import MissingFileError
-from deepprofile.report import SECTIONS, build_report, register_section
+from deepprofile.mapper.page import external_resources
+from deepprofile.report import (
+    SECTIONS,
+    ReportContext,
+    Section,
+    Text,
+    build_report,
+    register_section,
+)
 from deepprofile.report import figures as F
-from deepprofile.report.build import ReportContext, Section, Text
-from deepprofile.report.mapper_page import external_resources
 
 SECTION_IDS = ("overview", "capture", "topology", "mapper", "spectral", "attribution")
 
@@ -64,7 +70,9 @@ def test_offline_single_plotly_copy(full_report, parse_page):
     # one plotly div per figure, each drawn by its own newPlot call, each with a caption
     assert len(page.plotly_divs) >= 15
     assert html.count("Plotly.newPlot(") == len(page.plotly_divs)
-    assert html.count("<figcaption>") == len(page.plotly_divs)
+    # every figure and every image grid (attribution maps) has a caption
+    assert html.count("<figcaption>") == len(page.plotly_divs) + html.count(
+        '<figure class="fig wide images"')
     # scripts: plotly.js, one per figure, the page's own loader
     assert len(page.scripts) == len(page.plotly_divs) + 2
 

@@ -1,7 +1,7 @@
 """Mapper graphs for every stored layer of a run: pages, JSON and a layer x layer matrix.
 
 ``run_mapper(run_dir)`` reads ``RUN_DIR/activations.zarr``, builds one mapper graph
-per layer (:class:`~deepprofile.topology.mapper.MapperGraph`), writes
+per layer (:class:`~deepprofile.mapper.graph.MapperGraph`), writes
 ``RUN_DIR/mapper/<layer>.html`` (offline kmapper pages with thumbnails when the
 dataset can be loaded) and ``RUN_DIR/results/mapper.json`` (every layer's graph,
 statistics and the layer x layer graph distances), merging with layers already
@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from deepprofile.errors import MissingFileError, UnknownLayerError
-from deepprofile.topology.mapper import MapperGraphResult, mapper_from_store, store_provenance
-from deepprofile.topology.mapper_distance import MapperDistanceMatrix, mapper_distance_matrix
+from deepprofile.mapper.distance import MapperDistanceMatrix, mapper_distance_matrix
+from deepprofile.mapper.graph import MapperGraphResult
+from deepprofile.mapper.store import mapper_from_store, store_provenance
 
 RESULT_NAME = "mapper"
 PAGES_DIR = "mapper"
@@ -132,7 +133,7 @@ def _load_dataset(store: Any) -> tuple[Any, str | None]:
 
 
 def _thumbnails(result: MapperGraphResult, dataset: Any, indices: Any) -> dict[int, str]:
-    from deepprofile.report.mapper_page import thumbnails_from_dataset
+    from deepprofile.mapper.page import thumbnails_from_dataset
 
     samples = result.point_sample
     rows = {
@@ -180,8 +181,8 @@ def run_mapper(
     bar and warnings; print :func:`summarize_mapper` for a summary.
     """
     from deepprofile.capture.store import ActivationStore
+    from deepprofile.mapper.page import write_mapper_page
     from deepprofile.progress import progress_bar
-    from deepprofile.report.mapper_page import write_mapper_page
 
     rd, store_path = resolve_run_dir(run_dir)
     store = ActivationStore.open(store_path)
@@ -293,6 +294,12 @@ def summarize_mapper(result: MapperResult) -> str:
             f"{100 * s.uncovered_fraction:>6.1f}% {_fmt(s.node_purity):>9} "
             f"{_fmt(s.class_purity_mean):>10}"
         )
+    from deepprofile.mapper.page import cover_warning
+
+    for name, g in result.graphs.items():
+        warning = cover_warning(g)
+        if warning:
+            lines.append(f"Warning ({name}): {warning}")
     coot = result.distances.get("coot")
     if coot is not None and len(coot.layers) > 1:
         lines.append("Graph distance (hypergraph co-optimal transport, fixed point coupling):")
