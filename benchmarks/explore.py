@@ -57,7 +57,7 @@ def make_run(path: Path, n: int, dim: int = 64, seed: int = 0) -> Path:
 def bench(n: int, repeats: int, base: Path) -> dict:
     from deepprofile.explore.data import MapperParams, RunData
     from deepprofile.explore.elements import graph_elements
-    from deepprofile.topology import MapperGraph
+    from deepprofile.mapper import MapperGraph
 
     run = RunData.open(make_run(base / f"run{n}", n))
     column = run.columns()["label"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from deepprofile.errors import DeepProfileError
 from deepprofile.explore.data import MapperParams, RunData
-from deepprofile.topology.mapper import LENSES
+from deepprofile.mapper import LENSES
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 PANEL = {"flex": "1 1 0", "minWidth": "320px", "border": "1px solid #ddd", "borderRadius": "4px",

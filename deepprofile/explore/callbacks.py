@@ -221,7 +221,7 @@ def _details(run: RunData, view: GraphView, ids: list[str], rows: np.ndarray) ->
     """Thumbnails, labels, predictions, mean attribution map, concept composition."""
     from dash import html
 
-    from deepprofile.report.mapper_page import png_data_uri
+    from deepprofile.mapper.page import png_data_uri
 
     labels, preds, ds_idx = run.labels[rows], run.predictions[rows], run.dataset_indices[rows]
     correct = float((labels == preds).mean()) if len(rows) else float("nan")

@@ -2,7 +2,7 @@
 
 :class:`RunData` opens a run's activation store once and answers the app's questions:
 the mapper graph of a layer for a parameter set (built by the package's
-:class:`~deepprofile.topology.MapperGraph` on the stored activations and kept in a small
+:class:`~deepprofile.mapper.MapperGraph` on the stored activations and kept in a small
 LRU cache per ``(layer, parameters)``), per-sample columns to colour nodes by (label,
 prediction, correctness, confidence, entropy, margin, concepts, attribution statistics,
 the dataset's own columns), member thumbnails regenerated from the run's dataset as the
@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 
 from deepprofile.errors import DeepProfileError, UnknownLayerError
-from deepprofile.topology import MapperGraph, MapperGraphResult
-from deepprofile.topology.mapper import (
+from deepprofile.mapper import (
     LENSES,
+    MapperGraph,
+    MapperGraphResult,
     cloud_from_store,
     entropy_from_logits,
-    softmax,
     store_provenance,
 )
-from deepprofile.topology.mapper_pipeline import page_name, resolve_run_dir
+from deepprofile.mapper.pipeline import page_name, resolve_run_dir
 
 
 class ExploreInputError(DeepProfileError, ValueError):
@@ -299,6 +299,7 @@ class RunData:
                 predictions=take(cloud.predictions), point_sample=None if identity else rows,
                 layer=layer, class_names=self.class_names,
                 provenance=store_provenance(self._store, layer),
+                sample_ids=take(getattr(cloud, "sample_ids", None)),
             )
         except DeepProfileError:
             raise
@@ -337,7 +338,9 @@ class RunData:
         except DeepProfileError:
             logits = None
         if logits is not None and np.isfinite(logits).all():
-            p = np.sort(softmax(logits), axis=1)
+            from scipy.special import softmax
+
+            p = np.sort(softmax(logits, axis=1), axis=1)
             cols += [
                 Column("confidence", "confidence (top softmax)", p[:, -1]),
                 Column("entropy", "predictive entropy (nats)", entropy_from_logits(logits)),
@@ -431,7 +434,7 @@ class RunData:
         """The run's dataset rebuilt from the store's spec (for thumbnails), or None."""
         with self._lock:
             if self._dataset is None and self._dataset_note is None:
-                from deepprofile.topology.mapper_pipeline import _load_dataset
+                from deepprofile.mapper.pipeline import _load_dataset
 
                 self._dataset, self._dataset_note = _load_dataset(self._store)
             return self._dataset
@@ -464,7 +467,7 @@ class RunData:
     # -- a selection ----------------------------------------------------------------------
     def thumbnails(self, rows: Sequence[int]) -> dict[int, str]:
         """Data URIs of the images of store ``rows`` (empty when the dataset is unknown)."""
-        from deepprofile.report.mapper_page import thumbnails_from_dataset
+        from deepprofile.mapper.page import thumbnails_from_dataset
 
         ds = self.dataset()
         if ds is None:
@@ -509,7 +512,7 @@ class RunData:
     # -- export --------------------------------------------------------------------------
     def export(self, view: GraphView, out_dir: str | Path | None = None) -> Path:
         """Write ``view`` as the package's static offline mapper page; returns its path."""
-        from deepprofile.report.mapper_page import write_mapper_page
+        from deepprofile.mapper import write_mapper_page
 
         if not view.result.nodes:
             raise ExploreInputError("This graph has no nodes: nothing to export.")

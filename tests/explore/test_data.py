@@ -45,7 +45,7 @@ def test_ui_values_parse():
 
 
 def test_graph_is_the_package_mapper_on_the_store_and_cached(run_a):
-    from deepprofile.topology import MapperGraph
+    from deepprofile.mapper import MapperGraph
 
     view = run_a.graph("layer3", PARAMS)
     ref = MapperGraph(**PARAMS.builder_kwargs()).fit(
@@ -144,7 +144,7 @@ def test_thumbnails_come_from_the_run_dataset(run_a):
 
 
 def test_export_writes_the_offline_mapper_page(run_a, tmp_path):
-    from deepprofile.report.mapper_page import external_resources
+    from deepprofile.mapper.page import external_resources
 
     path = run_a.export(run_a.graph("layer3", PARAMS), tmp_path)
     page = path.read_text()
