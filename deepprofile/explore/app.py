@@ -190,6 +190,11 @@ def create_app(run_a: str | Path, run_b: str | Path | None = None, *,
     except DeepProfileError as exc:
         notes.append(str(exc))
         second = b.layers[-1]
+    if b is not a:
+        shared = len(b.rows_for_dataset_indices(a.dataset_indices))
+        if shared == 0:
+            notes.append(f"{a.name} and {b.name} share no images (by dataset index): a "
+                         "selection in one cannot be shown in the other.")
     params = params or default_params(a)
     options = colour_options(a, b)
     app.layout = build_layout(runs, {"a": first, "b": second}, params, options)
