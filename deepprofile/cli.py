@@ -195,6 +195,7 @@ _COMMAND_MODULES = (
     "deepprofile.concepts.cli",
     "deepprofile.data_attribution.cli",
     "deepprofile.report.cli",
+    "deepprofile.explore.cli",
 )
 
 
