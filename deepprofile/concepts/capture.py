@@ -20,6 +20,12 @@ from torch import nn
 from deepprofile.errors import ConceptDataError
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameterless model)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 def dataset_images(dataset: Any, indices: Sequence[int]) -> torch.Tensor:
     """Stack ``dataset[i][0]`` for the given dataset indices."""
     if len(indices) == 0:

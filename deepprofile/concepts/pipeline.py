@@ -192,7 +192,8 @@ def run_concepts(
             "Folder concepts need the run's model and images to capture them; capture the run "
             "from a checkpoint file (or pass model= and dataset= from Python).")
     capture_seed = int(store.config.get("seed", seed))
-    acts = {layer: store.layer(layer) for layer in layer_names}
+    raw = {layer: store.layer(layer) for layer in layer_names}
+    acts = _features(raw, reductions)
     base_model = None
     base_acts = None
     if baseline and model is not None:
@@ -201,8 +202,8 @@ def run_concepts(
         base_model = random_init_copy(model, seed=seed)
         say("  capturing the random-init baseline")
         images = _images(dataset, store.indices)
-        base_acts = _capture(base_model, images, layer_names, reductions, store.indices,
-                             capture_seed, device)
+        base_acts = _features(_capture(base_model, images, layer_names, reductions,
+                                       store.indices, capture_seed, device), reductions)
     elif baseline:
         notes.append("random-init control skipped (no model)")
 
@@ -214,7 +215,7 @@ def run_concepts(
         say(f"  probing {name} ({int(y.sum())}/{len(y)} positive)")
         profile, fits = probe_layers(acts, y, concept=name, baseline=base_acts,
                                      source=concept_set.sources.get(name, {}), **common)
-        locs = {layer: _locations(store, layer, acts[layer], fits[layer].weight,
+        locs = {layer: _locations(store, layer, raw[layer], fits[layer].weight,
                                   fits[layer].bias, y) for layer in layer_names
                 if str(reductions[layer]).startswith("positions")}
         if locs:
@@ -263,6 +264,15 @@ def run_concepts(
     return result
 
 
+def _features(arrays: Mapping[str, np.ndarray], reductions: Mapping[str, str]
+              ) -> dict[str, np.ndarray]:
+    """What probes see: ``positions:k`` clouds ``(n, k, C)`` averaged over their k positions
+    (a linear probe on the mean equals the mean of the probe over positions); every other
+    reduction as stored."""
+    return {layer: (arr.mean(axis=1) if str(reductions[layer]).startswith("positions")
+                    else arr) for layer, arr in arrays.items()}
+
+
 def _images(dataset: Any, indices: np.ndarray) -> torch.Tensor:
     from deepprofile.concepts.capture import dataset_images
 
@@ -272,11 +282,11 @@ def _images(dataset: Any, indices: np.ndarray) -> torch.Tensor:
 def _capture(model: torch.nn.Module, images: torch.Tensor, layers: Sequence[str],
              reductions: Mapping[str, str], indices: np.ndarray | None, seed: int,
              device: str) -> dict[str, np.ndarray]:
-    from deepprofile.concepts.capture import capture_arrays
+    from deepprofile.concepts.capture import capture_arrays, model_device
 
-    model.to(device)
+    del device  # the model stays where it is; images follow it
     return capture_arrays(model, images, layers, reductions, sample_indices=indices, seed=seed,
-                          device=device)
+                          device=model_device(model))
 
 
 def _with_locations(profile: ConceptProfile, locs: Mapping[str, Any]) -> ConceptProfile:
@@ -306,9 +316,10 @@ def _folder_profile(folder: Any, model: Any, base_model: Any, dataset: Any, stor
     y = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
     # positions:k draws use sample ids; folder images get ids past the dataset's range
     ids = np.arange(len(images)) + int(np.max(store.indices)) + 1
-    acts = _capture(model, images, layers, reductions, ids, capture_seed, device)
-    base = (_capture(base_model, images, layers, reductions, ids, capture_seed, device)
-            if base_model is not None else None)
+    acts = _features(_capture(model, images, layers, reductions, ids, capture_seed, device),
+                     reductions)
+    base = (_features(_capture(base_model, images, layers, reductions, ids, capture_seed,
+                               device), reductions) if base_model is not None else None)
     profile, fits = probe_layers(acts, y, concept=folder.name, baseline=base, source=source,
                                  **common)
     return profile, fits, pos

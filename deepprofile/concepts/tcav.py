@@ -121,6 +121,12 @@ def tcav_scores(
         raise ConceptDataError(
             f"TCAV random counter-concepts need {m} images each but the pool has "
             f"{len(random_pool)}; use fewer concept images (n_concept_images).")
+    from deepprofile.concepts.capture import model_device
+
+    device = model_device(model)
+    random_pool = random_pool.to(device)
+    concepts = {name: images.to(device) for name, images in concepts.items()}
+    inputs_by_class = {int(c): images.to(device) for c, images in inputs_by_class.items()}
     rng = np.random.default_rng(seed)
     randoms = [Concept(1000 + j, f"random_{j}", _batches(
         random_pool[rng.choice(len(random_pool), m, replace=False)]))

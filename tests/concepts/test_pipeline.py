@@ -128,3 +128,54 @@ def test_spurious_detection_rules():
     assert hit == {"attribution": True, "probe": True, "tcav": True, "behaviour": True}
     miss = detections(behaviour(0.0, 1.0, 0.04, 0.9), cfg)  # 0.04 > 0.05 / 2 layers
     assert miss["attribution"] is False and miss["tcav"] is False and miss["behaviour"] is False
+
+
+def test_positions_store_locates_the_marker(tmp_path, spurious_net, eval_set):
+    """On a positions:k cloud the marker probe fires where the marker is (top-left)."""
+    _, store = capture_run(spurious_net, eval_set, tmp_path, ["act1"], reductions="positions:32",
+                           store_name="activations_pos.zarr", quiet=True)
+    concepts = shapes_concepts(store, include=["marker"])
+    result = run_concepts(tmp_path, concepts, store_name="activations_pos.zarr",
+                          model=spurious_net, dataset=eval_set, tcav=False, baseline=False,
+                          n_shuffles=2)
+    grid = np.array(result.profile("marker").layer("act1").location, dtype=float)
+    assert grid.shape == (16, 16)
+    y, x = np.unravel_index(np.nanargmax(grid), grid.shape)
+    assert y <= 2 and x <= 2, (y, x)
+
+
+def test_concept_curves_of_two_runs(tiny_run, spurious_net, tmp_path):
+    import shutil
+
+    from deepprofile.concepts.compare import concept_curves
+
+    run_dir, store = tiny_run
+    run_concepts(run_dir, shapes_concepts(store, include=["marker"]), model=spurious_net,
+                 tcav=False, baseline=False, n_shuffles=2)
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    notes: list[str] = []
+    curves = concept_curves(run_dir, other, notes)
+    assert curves["layers"] == ["act1", "act2"] and not notes
+    row = curves["concepts"][0]
+    assert row["concept"] == "marker" and row["a"]["accuracy"] == row["b"]["accuracy"]
+    (other / "results" / "concepts.json").unlink()
+    assert concept_curves(run_dir, other, notes) is None and "run B" in notes[0]
+
+
+def test_comparison_report_shows_concept_curves(tiny_run, spurious_net, tmp_path):
+    import shutil
+
+    from deepprofile.compare import compare_runs
+    from deepprofile.report import build_comparison_report
+
+    run_dir, store = tiny_run
+    run_concepts(run_dir, shapes_concepts(store, include=["marker"]), model=spurious_net,
+                 tcav=False, baseline=False, n_shuffles=2)
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    result = compare_runs(run_dir, other, tmp_path / "cmp", quiet=True, topology=False,
+                          mapper=False, spectral=False)
+    assert result.concepts["concepts"][0]["concept"] == "marker"
+    html = build_comparison_report(result, tmp_path / "cmp.html").read_text()
+    assert "Concept curves" in html and "first layer A" in html
