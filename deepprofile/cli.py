@@ -193,7 +193,9 @@ _COMMAND_MODULES = (
     "deepprofile.spectral.cli",
     "deepprofile.attribution.cli",
     "deepprofile.concepts.cli",
+    "deepprofile.data_attribution.cli",
     "deepprofile.report.cli",
+    "deepprofile.explore.cli",
 )
 
 
