@@ -51,3 +51,11 @@ class UnknownConceptError(DeepProfileError, KeyError):
 
 class ConceptDataError(DeepProfileError, ValueError):
     """A concept cannot be used as given (empty folder, one class only, wrong length ...)."""
+
+
+class RunLockedError(DeepProfileError):
+    """Another process holds the lock of a run folder or store."""
+
+
+class StaleResultError(DeepProfileError):
+    """A result was computed from another activation store than the run's current one."""

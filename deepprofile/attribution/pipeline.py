@@ -570,8 +570,10 @@ def summarize_attribution(result: AttributionResult) -> str:
                  + (f" (none for {b['not_found']})" if b["not_found"] else ""))
     rob = result.robustness
     pert = rob["params"]["perturbations"]
+    kept = ", ".join(f"{q} {rob['perturbations'][q].get('n_kept', '?')}" for q in pert)
     lines.append(f"  robustness on {rob['params']['n_images']} images, "
-                 f"eps={rob['params']['eps']:g} (top-10% intersection per perturbation / "
+                 f"eps={rob['params']['eps']:g}; map comparisons over the images whose "
+                 f"prediction was kept ({kept}) (top-10% intersection per perturbation / "
                  "Spearman / max-sens / infidelity / TV):")
     for row in rob["table"]:
         inter = " / ".join(_fmt(row.get(f"{q}.topk_intersection")) for q in pert)

@@ -162,8 +162,9 @@ class ProbeModule(nn.Module):
         self.model = model
         self.layer = resolve_layers(model, [probe.layer])[0]
         self.reduction = probe.reduction
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        from deepprofile.concepts.capture import model_device
+
+        device = model_device(model)
         self.register_buffer("weight", torch.as_tensor(probe.weight, dtype=torch.float32,
                                                        device=device))
         self.register_buffer("bias", torch.tensor(float(probe.bias), device=device))
@@ -195,7 +196,7 @@ class ProbeModule(nn.Module):
         return feats @ self.weight.to(feats.dtype) + self.bias.to(feats.dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ConceptProbe:
     """A linear concept probe in RAW reduced-activation space (the scaler is folded in)."""
 

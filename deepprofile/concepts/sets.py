@@ -45,7 +45,7 @@ class FolderConcept:
         return cls(str(d["name"]), tuple(d["positives"]), tuple(d.get("negatives", ())))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ConceptSet:
     """Boolean concepts per store row: ``masks[i, j]`` is whether row ``j`` shows ``names[i]``.
 

@@ -3,6 +3,7 @@
 from deepprofile.models.registry import (
     ARCHITECTURES,
     ModelInfo,
+    arch_spec,
     build_model,
     extract_state_dict,
     load_model,
@@ -14,7 +15,7 @@ from deepprofile.models.registry import (
 from deepprofile.models.small import ResidualBlock, SmallResNet
 
 __all__ = [
-    "ARCHITECTURES", "ModelInfo", "ResidualBlock", "SmallResNet", "build_model",
+    "ARCHITECTURES", "ModelInfo", "ResidualBlock", "SmallResNet", "arch_spec", "build_model",
     "extract_state_dict", "load_model", "load_weights", "register_model", "resolve_device",
     "save_checkpoint",
 ]

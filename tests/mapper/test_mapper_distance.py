@@ -1,4 +1,4 @@
-"""Mapper graph distances (deepprofile.topology.mapper_distance)."""
+"""Mapper graph distances (deepprofile.mapper.distance)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from scipy.optimize import linprog
 from sklearn.metrics import adjusted_rand_score, mutual_info_score
 
 from deepprofile.errors import ShapeError
-from deepprofile.topology.mapper import MapperNode, build_mapper
-from deepprofile.topology.mapper_distance import (
+from deepprofile.mapper import MapperNode, build_mapper
+from deepprofile.mapper.distance import (
     MapperDistanceMatrix,
     assignment_agreement,
     cover_cells,
@@ -173,3 +173,74 @@ def test_graphs_on_different_points_are_rejected(graph):
         mapper_distance(graph, other)
     with pytest.raises(ShapeError, match="same points"):
         assignment_agreement(graph, other)
+
+
+def _incidence_distance(a, b, rows_a, rows_b):
+    """Independent fixed-coupling distance (omega = incidence, node weights = size) on the
+    paired rows: the node cost written out point by point, the node coupling by ot.emd2."""
+    import ot
+
+    def incidence(g):
+        m = np.zeros((g.n_points, len(g.nodes)))
+        for j, node in enumerate(g.nodes):
+            m[list(node.members), j] = 1.0
+        return m
+
+    ia, ib = incidence(a)[rows_a], incidence(b)[rows_b]
+    cost = ((ia[:, :, None] - ib[:, None, :]) ** 2).mean(axis=0)
+    nu_a = np.array([n.size for n in a.nodes], float)
+    nu_b = np.array([n.size for n in b.nodes], float)
+    return float(np.sqrt(ot.emd2(nu_a / nu_a.sum(), nu_b / nu_b.sum(), cost)))
+
+
+def test_graphs_on_different_samples_are_refused_or_aligned_on_common_ids():
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(size=(60, 4)) * 0.4 + c for c in np.eye(4)[:2] * 5])
+    ids = rng.permutation(1000)[:120]  # dataset indices of the 120 images
+    a = build_mapper(X[:80], intervals=6, overlap=0.3, sample_ids=ids[:80])
+    b = build_mapper(X[40:], intervals=6, overlap=0.3, sample_ids=ids[40:])
+    assert a.n_points == b.n_points == 80  # same size, different samples
+    with pytest.raises(ShapeError, match="cover different samples"):
+        mapper_distance(a, b)
+    with pytest.raises(ShapeError, match="40 in common"):
+        assignment_agreement(a, b)
+    got = mapper_distance(a, b, omega="incidence", align="common")
+    common = np.arange(40, 80)  # rows 40..79 of A are rows 0..39 of B
+    assert got == pytest.approx(_incidence_distance(a, b, common, common - 40), rel=1e-9)
+    assert assignment_agreement(a, b, align="common")["n_compared"] == 40
+
+
+def test_same_samples_in_another_order_are_paired_by_id():
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(size=(50, 3)) * 0.3 + c for c in np.eye(3)[:2] * 4])
+    ids = np.arange(100) + 500
+    perm = rng.permutation(100)
+    a = build_mapper(X, intervals=5, overlap=0.3, sample_ids=ids)
+    b = build_mapper(X[perm], intervals=5, overlap=0.3, sample_ids=ids[perm])
+    inverse = np.argsort(perm)  # row of B holding A's point i
+    expected = _incidence_distance(a, b, np.arange(100), inverse)
+    assert mapper_distance(a, b, omega="incidence") == pytest.approx(expected, rel=1e-9)
+    # graphs without ids cannot be checked: same size is all that is asked, as before
+    bare = dataclasses.replace(b, sample_ids=None)
+    assert np.isfinite(mapper_distance(a, bare))
+
+
+def test_sample_ids_round_trip_and_come_from_the_store(tmp_path):
+    import torch
+
+    from deepprofile.capture.runner import capture_to_store
+    from deepprofile.data import ArrayDataset
+    from deepprofile.mapper import MapperGraphResult, mapper_from_store
+    from deepprofile.models.small import SmallResNet
+
+    torch.manual_seed(0)
+    model = SmallResNet(widths=(4, 8, 8)).eval()
+    data = ArrayDataset(np.random.default_rng(0).normal(size=(30, 1, 12, 12)).astype(np.float32),
+                        np.arange(30) % 3)
+    store = capture_to_store(model, data, ["layer2"], tmp_path / "s.zarr",
+                             reductions="positions:2", quiet=True, indices=np.arange(30)[::-1])
+    g = mapper_from_store(store, "layer2", intervals=4)
+    np.testing.assert_array_equal(g.sample_ids, np.repeat(np.asarray(store.indices), 2))
+    back = MapperGraphResult.from_dict(g.to_dict())
+    np.testing.assert_array_equal(back.sample_ids, g.sample_ids)
+    assert mapper_distance(g, back) == 0.0

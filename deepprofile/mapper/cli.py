@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Build mapper graphs: RUN_DIR/mapper/<layer>.html and RUN_DIR/results/mapper.json."""
-        from deepprofile.topology.mapper_pipeline import (
+        from deepprofile.mapper.pipeline import (
             resolve_run_dir,
             run_mapper,
             summarize_mapper,
@@ -68,12 +68,32 @@ def register(app: typer.Typer) -> None:
             typer.echo(summarize_mapper(result))
             typer.echo(f"Wrote {rd.result_path('mapper')}")
             for page in written:
-                typer.echo(f"Wrote {page}")
+                typer.echo(f"Wrote {page} ({_size(page.stat().st_size)})")
         if open_page:
-            import webbrowser
-
             for page in written:
-                webbrowser.open(page.resolve().as_uri())
+                if not _open(page):
+                    typer.echo(f"No web browser available to open {page}; open it by hand "
+                               "or copy it to a machine with one.", err=True)
+                    break
+
+
+def _size(n_bytes: int) -> str:
+    """A file size as people read it (kB and MB of 1000 bytes)."""
+    if n_bytes >= 1_000_000:
+        return f"{n_bytes / 1e6:.1f} MB"
+    return f"{n_bytes / 1e3:.0f} kB" if n_bytes >= 1000 else f"{n_bytes} B"
+
+
+def _open(page: Path) -> bool:
+    """Open ``page`` in a browser; ``False`` when Python finds none to run (webbrowser
+    then does nothing and says nothing)."""
+    import webbrowser
+
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return bool(webbrowser.open(page.resolve().as_uri()))
 
 
 def _selected(result: object, selectors: list[str]) -> list[str]:

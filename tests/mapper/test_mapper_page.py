@@ -1,4 +1,4 @@
-"""Offline mapper pages (deepprofile.report.mapper_page)."""
+"""Offline mapper pages (deepprofile.mapper.page)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from deepprofile.errors import DeepProfileError
-from deepprofile.report.mapper_page import (
+from deepprofile.mapper import build_mapper
+from deepprofile.mapper.page import (
     STATIC_DIR,
+    _node_panel,
     external_resources,
     make_offline,
     png_data_uri,
@@ -23,7 +25,6 @@ from deepprofile.report.mapper_page import (
     to_uint8_image,
     write_mapper_page,
 )
-from deepprofile.topology.mapper import build_mapper
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,11 @@ def test_page_has_every_node_and_needs_no_network(result, thumbs, tmp_path):
     assert not re.search(r"<link[^>]+href=[\"']?(https?:)?//", page, re.I)
     assert "@import" not in page
     assert "https://d3js.org v6.1.1" in page  # d3 inlined from the package
-    assert page.count("data:image/png;base64,") >= len(result.nodes)
+    shown = {int(p) for node in result.nodes for p in node.representatives[:6]}
+    # each image shown by some node is embedded once, however many nodes show it
+    assert len(re.findall(r"\.dp-t\d+\{background-image", page)) == len(shown)
+    for row in shown:
+        assert page.count(thumbs[row]) == 1
     # class names are HTML-escaped, then JSON-escaped for the inline script
     assert "<dog>" not in page and "\\u0026lt;dog\\u0026gt;" in page
     for name in ("label (node: majority)", "confidence", "correct", "lens l2norm"):
@@ -152,7 +157,84 @@ def test_page_renders_offline_in_a_browser(result, thumbs, tmp_path):
             page.wait_for_timeout(1500)  # let the force layout settle
             page.locator("svg g.node path.circle").first.click(force=True)
             assert page.locator("#tooltip_content_focus_node .dp-hist").count() == 1
-            assert page.locator("#tooltip_content_focus_node img").count() >= 1
+            assert page.locator("#tooltip_content_focus_node .dp-t").count() >= 1
+            image = page.locator("#tooltip_content_focus_node .dp-t").first.evaluate(
+                "t => getComputedStyle(t).backgroundImage")
+            assert image.startswith('url("data:image/png;base64,')
+            # lens statistics under the right headers: Min <= Mean <= Max
+            heads = page.locator("#tooltip_content_focus_node .projection_stats thead th")
+            cells = page.locator("#tooltip_content_focus_node .projection_stats tbody td")
+            stats = dict(zip([h.strip() for h in heads.all_inner_texts()][1:],
+                             [float(c) for c in cells.all_inner_texts()[1:4]], strict=True))
+            assert stats["Min"] <= stats["Mean"] <= stats["Max"], stats
+            # a colour legend that follows the colour function
+            legend = page.locator("#dp-legend")
+            assert "cat" in legend.inner_text() and "<dog>" in legend.inner_text()
+            page.select_option("#select-color-function", "1")
+            page.dispatch_event("#select-color-function", "input")
+            assert "lens" in legend.inner_text()
         finally:
             browser.close()
     assert errors == []
+
+
+def test_lens_statistics_columns_follow_their_headers(result):
+    """kmapper's table heads read Mean, Max, Min while its script filled mean, min, max."""
+    page = render_mapper_page(result)
+    table = page[page.index("class='projection_stats'"):]
+    heads = re.findall(r"<small>(\w+)</small>", table[:table.index("</thead>")])
+    order = re.search(r"function do_projection_stats.*?column_order = \[([^\]]*)\]", page,
+                      re.S).group(1)
+    columns = [c.strip(" '\"") for c in order.split(",")]
+    assert heads == ["Mean", "Max", "Min"]
+    assert columns[1:] == [h.lower() for h in heads]
+
+
+def test_thumbnails_nearest_first_one_per_image_and_capped(result):
+    """Points of one image (several positions per image) show that image once; the panel
+    keeps the representatives' order (nearest the node mean first) and the cap."""
+    import dataclasses
+
+    node = max(result.nodes, key=lambda n: len(n.representatives))
+    reps = list(node.representatives)
+    assert len(reps) >= 4
+    sample = np.arange(result.n_points)
+    sample[reps[1]] = sample[reps[0]]  # the 2nd representative is the 1st's image
+    g = dataclasses.replace(result, point_sample=sample)
+    thumbs = {int(r): png_data_uri(np.full((4, 4), float(r)))
+              for r in range(result.n_points)}
+    page = render_mapper_page(g, thumbnails=thumbs, max_thumbnails=3)
+    rows = [int(sample[p]) for p in reps]
+    expect = list(dict.fromkeys(rows))[:3]
+    panel = next(part for part in _node_panel(node, g, thumbs, 3) if "dp-thumbs" in part)
+    assert re.findall(r"dp-t(\d+)", panel) == [str(r) for r in expect]
+    for row in expect:  # the page defines each shown image once
+        assert page.count(f".dp-t{row}{{") == 1
+    assert f"closest first, 3 of {node.size}" in panel
+
+
+def test_thumbnails_are_downsampled():
+    from deepprofile.mapper.page import thumbnails_from_dataset
+
+    rng = np.random.default_rng(0)
+    data = [(rng.random((3, 224, 224)), 0) for _ in range(2)]
+    uris = thumbnails_from_dataset(data, [0, 1])
+    assert decode_png(uris[0]).shape == (56, 56, 3)  # 224 / 4: the first k with <= 64
+    big = decode_png(png_data_uri(data[0][0]))
+    assert len(uris[0]) * 8 < len(png_data_uri(data[0][0])) and big.shape == (224, 224, 3)
+
+
+def test_too_few_points_per_interval_warns_on_the_page_and_in_the_summary():
+    from deepprofile.mapper.stats import interval_counts
+
+    rng = np.random.default_rng(0)
+    lens = np.sort(rng.random(4000))
+    counts = interval_counts(lens, 10, 0.3)
+    width = 1.0 / (2 * 10 * (1 - 0.3)) * 2  # kmapper: radius = range / (2 n (1 - p))
+    assert np.median(counts) == pytest.approx(4000 * width, rel=0.1)
+    X = rng.normal(size=(240, 6))
+    sparse = build_mapper(X, intervals=40, layer="l4", labels=rng.integers(0, 4, 240))
+    page = render_mapper_page(sparse)
+    assert "Too few points per interval" in page and "240 points over 40 intervals" in page
+    dense = build_mapper(np.r_[X, rng.normal(size=(1760, 6))], intervals=8, layer="l4")
+    assert "Too few points per interval" not in render_mapper_page(dense)

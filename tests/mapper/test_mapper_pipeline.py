@@ -11,15 +11,15 @@ from typer.testing import CliRunner
 
 from deepprofile.capture.store import ActivationStore
 from deepprofile.errors import MissingFileError, UnknownLayerError
-from deepprofile.rundir import RunDir
-from deepprofile.topology.mapper import cloud_from_store, mapper_from_store
-from deepprofile.topology.mapper_cli import register
-from deepprofile.topology.mapper_pipeline import (
+from deepprofile.mapper import cloud_from_store, mapper_from_store
+from deepprofile.mapper.cli import register
+from deepprofile.mapper.pipeline import (
     MapperResult,
     load_mapper_result,
     run_mapper,
     summarize_mapper,
 )
+from deepprofile.rundir import RunDir
 
 N, K = 120, 3
 SHAPES = {"stem": (16,), "layer1": (24,), "layer3": (K, 8)}
@@ -123,3 +123,25 @@ def test_errors_are_clear(run_dir, tmp_path):
         run_mapper(run_dir, layers=["layer9"], quiet=True)
     with pytest.raises(MissingFileError):
         run_mapper(tmp_path / "nothing", quiet=True)
+
+
+def test_cli_reports_page_sizes_and_a_missing_browser(tmp_path, monkeypatch):
+    import webbrowser
+
+    def no_browser(*args, **kwargs):
+        raise webbrowser.Error("could not locate runnable browser")
+
+    monkeypatch.setattr(webbrowser, "get", no_browser)
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url) or True)
+    run = make_run(tmp_path)
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    out = CliRunner().invoke(app, ["mapper", str(run), "--layer", "stem", "--intervals", "8",
+                                   "--open"])
+    assert out.exit_code == 0, out.output
+    size = (run / "mapper" / "stem.html").stat().st_size
+    assert f"stem.html ({size / 1e3:.0f} kB)" in out.output
+    assert "No web browser available" in out.output
+    assert opened == []

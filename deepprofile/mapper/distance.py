@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from deepprofile.errors import DeepProfileError, ShapeError
-from deepprofile.topology.mapper import MapperGraphResult
+from deepprofile.mapper.graph import MapperGraphResult
 
 METHODS = ("coot", "coot_free", "vi", "ari")
 
@@ -137,12 +137,85 @@ def hypernetwork(
     return Hypernetwork(om, np.full(len(rows), 1.0 / len(rows)), nu / nu.sum())
 
 
-def _check_same_points(a: MapperGraphResult, b: MapperGraphResult) -> None:
-    if a.n_points != b.n_points:
-        raise ShapeError(
-            f"Mapper graphs must be built on the same points to be compared: {a.layer!r} has "
-            f"{a.n_points} points, {b.layer!r} has {b.n_points}."
-        )
+ALIGN = ("error", "common")
+
+
+@dataclass(frozen=True, eq=False)
+class PointAlignment:
+    """Which point of graph A is which point of graph B.
+
+    ``rows_a[i]`` and ``rows_b[i]`` are the same sample (the ``i``-th compared point);
+    ``n_compared`` of ``n_a`` / ``n_b`` points are compared; ``by`` says how the points were
+    matched (``"sample_ids"``, or ``"position"`` for graphs without sample ids).
+    """
+
+    rows_a: np.ndarray
+    rows_b: np.ndarray
+    n_a: int
+    n_b: int
+    by: str
+
+    @property
+    def n_compared(self) -> int:
+        return int(len(self.rows_a))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_compared": self.n_compared, "n_a": self.n_a, "n_b": self.n_b, "by": self.by}
+
+
+def _point_keys(graph: MapperGraphResult) -> np.ndarray:
+    """One key per point: (sample id, occurrence of that id so far), so several positions of
+    one image (``positions:k``) pair up slot by slot."""
+    ids = np.asarray(graph.sample_ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    occurrence = np.empty(len(ids), dtype=np.int64)
+    sorted_ids = ids[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]
+    counts = np.diff(np.r_[starts, len(ids)])
+    occurrence[order] = np.arange(len(ids)) - np.repeat(starts, counts)
+    return np.stack([ids, occurrence], axis=1)
+
+
+def align_points(a: MapperGraphResult, b: MapperGraphResult, align: str = "error"
+                 ) -> PointAlignment:
+    """Pair the points of two graphs by their sample ids.
+
+    Graphs on the same samples (in any order) are paired one to one. Graphs on different
+    samples raise a :class:`~deepprofile.errors.ShapeError` with ``align="error"``; with
+    ``align="common"`` only the samples both cover are compared (the returned alignment says
+    how many). Graphs without sample ids (built from bare arrays, or results written before
+    ids were stored) can only be paired by position and must have the same number of points.
+    """
+    if align not in ALIGN:
+        raise DeepProfileError(f"align must be one of {', '.join(ALIGN)}; got {align!r}.")
+    if a.sample_ids is None or b.sample_ids is None:
+        if a.n_points != b.n_points:
+            raise ShapeError(
+                f"Mapper graphs must be built on the same points to be compared: {a.layer!r} "
+                f"has {a.n_points} points, {b.layer!r} has {b.n_points}."
+            )
+        rows = np.arange(a.n_points)
+        return PointAlignment(rows, rows.copy(), a.n_points, b.n_points, "position")
+    ka, kb = _point_keys(a), _point_keys(b)
+    if ka.shape[0] != a.n_points or kb.shape[0] != b.n_points:
+        raise ShapeError("A mapper graph's sample_ids do not have one entry per point.")
+    view = np.dtype([("id", np.int64), ("k", np.int64)])
+    sa = np.ascontiguousarray(ka).view(view).ravel()
+    sb = np.ascontiguousarray(kb).view(view).ravel()
+    _, rows_a, rows_b = np.intersect1d(sa, sb, assume_unique=True, return_indices=True)
+    if len(rows_a) != a.n_points or len(rows_b) != b.n_points:
+        if align == "error":
+            raise ShapeError(
+                f"Mapper graphs {a.layer!r} ({a.n_points} points) and {b.layer!r} "
+                f"({b.n_points} points) cover different samples ({len(rows_a)} in common); "
+                "build both on the same images, or pass align='common' to compare them on "
+                "the common samples only."
+            )
+        if len(rows_a) < 2:
+            raise ShapeError(f"Mapper graphs {a.layer!r} and {b.layer!r} share "
+                             f"{len(rows_a)} samples; nothing to compare.")
+    order = np.argsort(rows_a, kind="stable")  # A's point order
+    return PointAlignment(rows_a[order], rows_b[order], a.n_points, b.n_points, "sample_ids")
 
 
 def _coot_value(
@@ -206,20 +279,26 @@ def mapper_distance(
     max_points: int | None = None,
     n_restarts: int = 0,
     seed: int = 0,
+    align: str = "error",
 ) -> float:
     """Hypergraph co-optimal transport distance between two mapper graphs on the same
-    points (see the module docstring for the formulation and what is approximate)."""
-    _check_same_points(a, b)
-    points = None
-    if max_points is not None and a.n_points > max_points:
-        points = np.sort(np.random.default_rng(seed).choice(a.n_points, max_points, replace=False))
-    elif coupling == "free" and a.n_points > 5000:
+    points (see the module docstring for the formulation and what is approximate).
+
+    Points are paired by sample id (:func:`align_points`): graphs on different samples are
+    an error, or, with ``align="common"``, compared on the samples both cover.
+    """
+    pairs = align_points(a, b, align)
+    n = pairs.n_compared
+    keep = np.arange(n)
+    if max_points is not None and n > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+    elif coupling == "free" and n > 5000:
         raise DeepProfileError(
-            f"coupling='free' builds {a.n_points}x{a.n_points} couplings; pass max_points "
+            f"coupling='free' builds {n}x{n} couplings; pass max_points "
             "(e.g. 1000) to compare on a seeded subsample, or use coupling='fixed'."
         )
-    hx = hypernetwork(a, omega=omega, node_weights=node_weights, points=points)
-    hy = hypernetwork(b, omega=omega, node_weights=node_weights, points=points)
+    hx = hypernetwork(a, omega=omega, node_weights=node_weights, points=pairs.rows_a[keep])
+    hy = hypernetwork(b, omega=omega, node_weights=node_weights, points=pairs.rows_b[keep])
     if coupling == "fixed":
         value, _ = _fixed(hx, hy)
     elif coupling == "free":
@@ -264,17 +343,25 @@ def assignment_agreement(
     a: MapperGraphResult | Sequence[Sequence[int]],
     b: MapperGraphResult | Sequence[Sequence[int]],
     n_points: int | None = None,
+    *,
+    align: str = "error",
 ) -> dict[str, float]:
     """Adjusted Rand index, variation of information (nats) and VI / log N between the
     point-to-node assignments of two graphs, compared as the partitions
-    :func:`cover_cells` makes of them (with one node per point: the usual ARI / VI)."""
+    :func:`cover_cells` makes of them (with one node per point: the usual ARI / VI).
+
+    Graphs are paired by sample id as in :func:`mapper_distance`; ``n_compared`` says on how
+    many points."""
     from sklearn.metrics import adjusted_rand_score, mutual_info_score
 
     if isinstance(a, MapperGraphResult) and isinstance(b, MapperGraphResult):
-        _check_same_points(a, b)
-    if n_points is None and isinstance(a, MapperGraphResult):
-        n_points = a.n_points
-    la, lb = cover_cells(a, n_points), cover_cells(b, n_points)
+        pairs = align_points(a, b, align)
+        la = cover_cells(a)[pairs.rows_a]
+        lb = cover_cells(b)[pairs.rows_b]
+    else:
+        if n_points is None and isinstance(a, MapperGraphResult):
+            n_points = a.n_points
+        la, lb = cover_cells(a, n_points), cover_cells(b, n_points)
 
     def entropy(labels: np.ndarray) -> float:
         p = np.unique(labels, return_counts=True)[1] / len(labels)
@@ -287,6 +374,7 @@ def assignment_agreement(
         "ari": float(adjusted_rand_score(la, lb)),
         "vi": float(vi),
         "nvi": float(vi / np.log(n)) if n > 1 else 0.0,
+        "n_compared": int(n),
     }
 
 

@@ -1,4 +1,4 @@
-"""Mapper graph construction and statistics (deepprofile.topology.mapper)."""
+"""Mapper graph construction and statistics (deepprofile.mapper)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from sklearn.cluster import DBSCAN, KMeans
 
 from deepprofile.errors import EmptyDatasetError, NonFiniteActivationError, ShapeError
-from deepprofile.results import read_json, write_json
-from deepprofile.topology.mapper import (
+from deepprofile.mapper import (
     MapperGraph,
     MapperGraphResult,
     MapperParameterError,
@@ -25,6 +24,7 @@ from deepprofile.topology.mapper import (
     knn_knee_eps,
     node_purity,
 )
+from deepprofile.results import read_json, write_json
 
 
 def two_blobs(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +228,7 @@ def test_any_sklearn_clusterer_and_seeding():
 @pytest.mark.parametrize("min_intersection", [1, 2, 5])
 def test_sparse_nerve_equals_kmappers_nerve(min_intersection):
     """The sparse-product nerve gives kmapper's links, in kmapper's order, and its simplices."""
-    from deepprofile.topology.mapper import _sparse_nerve_class
+    from deepprofile.mapper.graph import _sparse_nerve_class
 
     rng = np.random.default_rng(4)
     X = np.concatenate([rng.normal(c, 0.6, size=(400, 8)) for c in (0.0, 3.0, 6.0)])
