@@ -127,3 +127,16 @@ def test_compare_top_images_between_runs(digits_run, tmp_path):
     RunDir(other).write_result("data_attribution", data)
     assert compare_data_attribution(run, other) == {"same_training_set": False, "targets": []}
     assert compare_data_attribution(run, tmp_path / "none") is None
+
+
+def test_report_section_with_thumbnails(digits_run, tmp_path):
+    from deepprofile.report import build_report
+
+    run = digits_run["run"]
+    run_data_attribution(run, targets=["predictions", "concept:odd"], proj_dim=64,
+                         n_targets=4, k=3, quiet=True)
+    html = build_report(run, tmp_path / "report.html", strict=True).read_text()
+    assert "Data attribution (TRAK)" in html
+    assert "Most helpful and most harmful training images" in html
+    assert html.count("data:image/png;base64,") >= 6
+    assert "precision@k" not in html or "lift" in html
