@@ -102,7 +102,7 @@ def resnet50_run(base: Path) -> tuple[Path, dict[str, float]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        run_topology(run, n_points=N50, quiet=True, sensitivity_k=(0, 1))
+        run_topology(run, cloud="image", n_points=N50, quiet=True, sensitivity_k=(0, 1))
         times["topology_s"] = time.perf_counter() - t
         t = time.perf_counter()
         run_mapper(run, quiet=True, intervals=6)
@@ -150,7 +150,7 @@ def resnet50_report(tmp: Path) -> dict[str, object]:
         "images": N50, "image_size": 32, "report_bytes": size,
         "under_8MB": size < TARGET_BYTES,
         "figures": html.count("Plotly.newPlot("),
-        "inline_images": html.count('src="data:image/png;base64,'),
+        "inline_images": html.count('<img src="data:image/png;base64,'),
         "section_bytes": section_bytes(html), "seconds": times,
         "attribution_grid_4x9_224px": grid_bytes_224(),
     }

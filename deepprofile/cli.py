@@ -192,6 +192,8 @@ _COMMAND_MODULES = (
     "deepprofile.mapper.cli",
     "deepprofile.spectral.cli",
     "deepprofile.attribution.cli",
+    "deepprofile.concepts.cli",
+    "deepprofile.data_attribution.cli",
     "deepprofile.report.cli",
     "deepprofile.explore.cli",
 )

@@ -42,7 +42,8 @@ class ComparisonResult:
     ``common_layers``; ``topology``: :class:`~deepprofile.topology.TopologyComparison` as a
     dict; ``matched_layers``: per layer of A its nearest B layer by topology and by CKA and
     its counterpart; ``mapper``, ``spectral``, ``principal_angles``: per-layer rows (``None``
-    when that part could not be computed; the reason is in ``checks["notes"]``).
+    when that part could not be computed; the reason is in ``checks["notes"]``); ``concepts``:
+    concept probe curves of both runs (:func:`deepprofile.concepts.compare.concept_curves`).
     """
 
     run_a: dict[str, Any]
@@ -53,6 +54,7 @@ class ComparisonResult:
     mapper: dict[str, Any] | None = None
     spectral: dict[str, Any] | None = None
     principal_angles: dict[str, Any] | None = None
+    concepts: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     out_dir: str | None = None
@@ -346,7 +348,7 @@ def compare_runs(
     run_a: str | Path, run_b: str | Path, out_dir: str | Path, *, quiet: bool = False,
     layers: Sequence[str] | None = None, n_points: int = 500, seed: int = 0, k: int = 8,
     topology: bool = True, mapper: bool = True, spectral: bool = True,
-    topology_params: Mapping[str, Any] | None = None,
+    topology_params: Mapping[str, Any] | None = None, concepts: bool = True,
 ) -> ComparisonResult:
     """Compare two runs and write ``OUT_DIR/results/compare.json``.
 
@@ -401,9 +403,15 @@ def compare_runs(
             angles_part = {"k": k, "layers": rows,
                            "method": "scipy.linalg.subspace_angles on the top-k left "
                                      "singular vectors of the unfolded weights"}
+    concepts_part = None
+    if concepts:
+        from deepprofile.concepts.compare import concept_curves
+
+        concepts_part = concept_curves(run_a, run_b, notes)
     result = ComparisonResult(
         run_a=a, run_b=b, checks=checks, topology=topo_dict, matched_layers=matched,
         mapper=mapper_part, spectral=spectral_part, principal_angles=angles_part,
+        concepts=concepts_part,
         params=params,
         provenance={"date": now_iso(), "versions": package_versions(),
                     "command": command_line()},
@@ -432,6 +440,10 @@ def summarize_comparison(result: ComparisonResult) -> str:
                      "subspaces (random level): " + ", ".join(
                          f"{r['layer']} {r['mean_deg']:.0f}° ({r['random_mean_deg']:.0f}°)"
                          for r in result.principal_angles["layers"]))
+    if result.concepts:
+        lines.append("Concepts (first decodable layer A / B): " + ", ".join(
+            f"{r['concept']} {r['a']['first_layer'] or '-'}/{r['b']['first_layer'] or '-'}"
+            for r in result.concepts["concepts"]))
     return "\n".join(lines)
 
 

@@ -42,6 +42,17 @@ class MissingFileError(DeepProfileError, FileNotFoundError):
     """A file the user pointed at does not exist."""
 
 
+class UnknownConceptError(DeepProfileError, KeyError):
+    """A concept name is not in the concept set."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class ConceptDataError(DeepProfileError, ValueError):
+    """A concept cannot be used as given (empty folder, one class only, wrong length ...)."""
+
+
 class RunLockedError(DeepProfileError):
     """Another process holds the lock of a run folder or store."""
 

@@ -78,19 +78,22 @@ class RunDir:
 
         if not self.overview_path.exists():
             return
-        overview = self.read_overview()
-        commands = list(overview.get("commands") or [])
-        if not commands and overview.get("command"):  # the capture that made the folder
-            commands.append({"command": overview["command"], "date": overview.get("date"),
-                             "results": []})
         cmd = command_line()
-        if commands and commands[-1].get("command") == cmd:
-            if result_name not in commands[-1].setdefault("results", []):
-                commands[-1]["results"].append(result_name)
-        else:
-            commands.append({"command": cmd, "date": now_iso(), "results": [result_name]})
-        overview["commands"] = commands
-        self.write_overview(overview)
+
+        def update(overview: dict[str, Any]) -> dict[str, Any]:
+            commands = [dict(c) for c in overview.get("commands") or []]
+            if not commands and overview.get("command"):  # the capture that made the folder
+                commands.append({"command": overview["command"],
+                                 "date": overview.get("date"), "results": []})
+            if commands and commands[-1].get("command") == cmd:
+                results = list(commands[-1].get("results") or [])
+                commands[-1]["results"] = results + [result_name] * (
+                    result_name not in results)
+            else:
+                commands.append({"command": cmd, "date": now_iso(), "results": [result_name]})
+            return {**overview, "commands": commands}
+
+        self.merge_overview(update)  # under the run folder's lock, like the capture's update
 
     def read_result(self, name: str) -> Any:
         return read_json(self.result_path(name))

@@ -44,6 +44,7 @@ from deepprofile.mapper.pipeline import (
     load_mapper_result,
     run_mapper,
     summarize_mapper,
+    write_pages,
 )
 from deepprofile.mapper.stats import MapperStats, class_purity, graph_stats, node_purity
 from deepprofile.mapper.store import (
@@ -60,5 +61,5 @@ __all__ = [
     "cloud_from_store", "compute_lens", "confidence_from_logits", "entropy_from_logits",
     "graph_stats", "knee_point", "knn_knee_eps", "load_mapper_result", "mapper_distance",
     "mapper_distance_matrix", "mapper_from_store", "node_purity", "render_mapper_page",
-    "run_mapper", "store_provenance", "summarize_mapper", "write_mapper_page",
+    "run_mapper", "store_provenance", "summarize_mapper", "write_pages", "write_mapper_page",
 ]

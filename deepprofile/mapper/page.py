@@ -12,7 +12,8 @@ The page is kmapper's ``KeplerMapper.visualize`` output, post-processed:
   a few member images as inline ``data:image/png;base64`` thumbnails, then the
   member list.
 - Colour functions: label (a node takes its majority label), lens, confidence
-  and correctness (a node shows its mean), as far as the result holds them.
+  and correctness (a node shows its mean), as far as the result holds them, plus any
+  ``extra_colours`` (concepts: the node's share of concept-positive members).
 
 Everything comes from a :class:`~deepprofile.mapper.graph.MapperGraphResult`,
 so a page can be rebuilt from ``results/mapper.json`` without recomputing.
@@ -265,7 +266,8 @@ def _node_panel(
     return parts
 
 
-def _colour_values(result: Any) -> tuple[np.ndarray, list[str]]:
+def _colour_values(result: Any, extra: Mapping[str, Any] | None = None
+                   ) -> tuple[np.ndarray, list[str]]:
     cols, names = [], []
     if result.labels is not None:
         cols.append(np.asarray(result.labels, dtype=np.float64))
@@ -281,6 +283,16 @@ def _colour_values(result: Any) -> tuple[np.ndarray, list[str]]:
     if result.labels is not None and result.predictions is not None:
         cols.append((np.asarray(result.predictions) == np.asarray(result.labels)).astype(float))
         names.append("correct")
+    n = len(lens)
+    for name, values in (extra or {}).items():
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if len(values) != n:
+            raise DeepProfileError(
+                f"Colour {name!r} has {len(values)} values but the graph of {result.layer!r} "
+                f"has {n} points; give one value per point (see point_sample)."
+            )
+        cols.append(values)
+        names.append(str(name))
     return np.column_stack(cols), names
 
 
@@ -404,10 +416,13 @@ def render_mapper_page(
     thumbnails: Mapping[int, str] | None = None,
     title: str | None = None,
     max_thumbnails: int = 6,
+    extra_colours: Mapping[str, Any] | None = None,
 ) -> str:
     """The standalone HTML page of a mapper graph (see the module docstring).
 
     ``thumbnails`` maps a store row (``result.point_sample`` of a point) to a data URI.
+    ``extra_colours`` adds colour functions, name -> one value per point (a node shows the
+    mean of its members: e.g. a concept's 0/1 indicator gives the node's concept share).
     """
     import kmapper
     from jinja2.utils import htmlsafe_json_dumps
@@ -418,7 +433,7 @@ def render_mapper_page(
             "Use a larger eps, fewer intervals or more overlap."
         )
     thumbs = dict(thumbnails or {})
-    colours, names = _colour_values(result)
+    colours, names = _colour_values(result, extra_colours)
     stats = result.stats
     meta = {
         "Layer": result.layer,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from deepprofile.errors import MissingFileError, UnknownLayerError
+from deepprofile.errors import DeepProfileError, MissingFileError, UnknownLayerError
 from deepprofile.mapper.distance import MapperDistanceMatrix, mapper_distance_matrix
 from deepprofile.mapper.graph import MapperGraphResult
 from deepprofile.mapper.store import mapper_from_store, store_provenance
@@ -144,6 +144,56 @@ def _thumbnails(result: MapperGraphResult, dataset: Any, indices: Any) -> dict[i
     return thumbnails_from_dataset(dataset, sorted(rows), indices)
 
 
+def _concept_colours(run_dir: Path, result: MapperGraphResult) -> dict[str, np.ndarray]:
+    """Colour values of the run's saved concept set (``RUN_DIR/concepts``), if it has one
+    covering this store's rows; otherwise none (pages are drawn without concepts)."""
+    from deepprofile.concepts.links_mapper import concept_colours, saved_concept_masks
+
+    masks = saved_concept_masks(run_dir)
+    if not masks:
+        return {}
+    try:
+        return {f"concept {k}": v for k, v in concept_colours(result, masks).items()}
+    except DeepProfileError:  # the concept set belongs to another store: no concept colours
+        return {}
+
+
+def write_pages(run_dir: str | Path, *, layers: Sequence[str] | None = None,
+                extra_colours: Any = None, thumbnails: bool = True) -> dict[str, str]:
+    """Draw the pages of the graphs in ``results/mapper.json`` again (no recomputation),
+    with the run's concept colours and, when given, ``extra_colours(result) -> {name:
+    values per point}``; returns layer -> page path relative to the run folder."""
+    from deepprofile.capture.store import ActivationStore
+    from deepprofile.mapper.page import write_mapper_page
+    from deepprofile.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    saved = load_mapper_result(rd.path)
+    dataset = indices = None
+    if thumbnails and rd.store_path.exists():
+        store = ActivationStore.open(rd.store_path, verify=False)
+        dataset, _ = _load_dataset(store)
+        indices = store.indices if dataset is not None else None
+    pages: dict[str, str] = {}
+    for name in select_layers(list(saved.graphs), layers):
+        result = saved.graphs[name]
+        if not result.nodes:
+            continue
+        thumbs = {}
+        if dataset is not None:
+            try:
+                thumbs = _thumbnails(result, dataset, indices)
+            except Exception:  # optional: keep the page, lose the images
+                thumbs = {}
+        colours = _concept_colours(rd.path, result)
+        if extra_colours is not None:
+            colours.update(extra_colours(result))
+        rel = saved.pages.get(name) or f"{PAGES_DIR}/{page_name(name)}"
+        write_mapper_page(result, rd.path / rel, thumbnails=thumbs, extra_colours=colours)
+        pages[name] = rel
+    return pages
+
+
 def _existing(rd: Any, store_path: str) -> MapperResult | None:
     if not rd.has_result(RESULT_NAME):
         return None
@@ -224,7 +274,8 @@ def run_mapper(
                     except Exception as exc:  # optional: keep the page, lose the images
                         thumb_note = f"thumbnails failed: {exc}"
                 rel = f"{PAGES_DIR}/{page_name(name)}"
-                write_mapper_page(result, rd.path / rel, thumbnails=thumbs)
+                write_mapper_page(result, rd.path / rel, thumbnails=thumbs,
+                                  extra_colours=_concept_colours(rd.path, result))
                 pages[name] = rel
             elif not quiet:
                 warnings.warn(

@@ -238,3 +238,46 @@ register_section(compare_runs_section, registry=COMPARE_SECTIONS)
 register_section(compare_topology_section, registry=COMPARE_SECTIONS)
 register_section(compare_mapper_section, registry=COMPARE_SECTIONS)
 register_section(compare_spectral_section, registry=COMPARE_SECTIONS)
+
+
+def compare_concepts_section(ctx: ReportContext) -> Section | None:
+    """Concept curves of both runs: probe accuracy per layer, A beside B, with the
+    shuffled-label control (written by :func:`deepprofile.concepts.compare.concept_curves`)."""
+    import plotly.graph_objects as go
+
+    data = _cmp(ctx)
+    curves = (data or {}).get("concepts")
+    if not curves or not curves.get("concepts"):
+        return None
+    layers = curves["layers"]
+    sec = Section(ctx.unique_id("concepts"), "Concepts", key="concepts",
+                  intro="Which layer knows which concept in each run: the balanced accuracy "
+                        "of a linear probe per layer (5-fold), against the same probe on "
+                        "shuffled labels (chance for this data).")
+    fig = go.Figure()
+    for i, row in enumerate(curves["concepts"]):
+        colour = F.PALETTE[i % len(F.PALETTE)]
+        for key, dash in (("a", "solid"), ("b", "dash")):
+            fig.add_trace(go.Scatter(
+                x=layers, y=row[key]["accuracy"], mode="lines+markers",
+                name=f"{row['concept']} ({key.upper()})", legendgroup=row["concept"],
+                line={"dash": dash, "color": colour}))
+    fig.update_layout(xaxis_title="layer", yaxis_title="balanced accuracy",
+                      yaxis_range=[0.4, 1.02])
+    sec.add(ctx.figure(fig, "Probe accuracy per layer: run A solid, run B dashed.",
+                       title="Concept curves", height=420, wide=True))
+    rows = []
+    for row in curves["concepts"]:
+        cells = [row["concept"]]
+        for j in range(len(layers)):
+            cells.append(f"{fmt(row['a']['accuracy'][j], 2)} / {fmt(row['b']['accuracy'][j], 2)}")
+        cells += [row["a"]["first_layer"] or "–", row["b"]["first_layer"] or "–"]
+        rows.append(cells)
+    sec.add(Table(["concept", *layers, "first layer A", "first layer B"], rows,
+                  caption="Probe balanced accuracy per layer (A / B) and the first layer "
+                          "that decodes the concept (above its shuffled control, within the "
+                          "margin of the best layer)."))
+    return sec
+
+
+register_section(compare_concepts_section, registry=COMPARE_SECTIONS)

@@ -505,7 +505,7 @@ def esd_panels(layers: Sequence[Mapping[str, Any]], max_cols: int = 3) -> Any:
         fig.update_xaxes(type="log", nticks=4, tickangle=0, exponentformat="power",
                          row=r, col=c)
         fig.update_yaxes(type="log", nticks=4, exponentformat="power", row=r, col=c)
-    fig.update_xaxes(title_text="eigenvalue λ")
+    fig.update_xaxes(title_text="eigenvalue λ of W Wᵀ / n (normalised)")
     fig.update_yaxes(title_text="density")
     fig.update_layout(height=240 * rows + 80, bargap=0,
                       legend={"orientation": "h", "y": -0.08 if rows > 2 else -0.2, "x": 0},

@@ -197,3 +197,26 @@ def test_cli_report(report_runs, tmp_path):
     result = CliRunner().invoke(app, ["report", str(run), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == str(out) and out.exists()
+
+
+def test_spectral_and_robustness_labels_say_what_they_show(full_report, report_runs):
+    """The eigenvalue axis says which normalisation it shows, both λmax columns are there,
+    the baseline says how it was built, and the robustness caption gives the kept counts."""
+    import json
+
+    _, html = full_report
+    assert "λmax of WWᵀ/n" in html and "α̂ (α·log₁₀ λmax of WWᵀ)" in html
+    assert "a fresh small_resnet built by its own constructor" in html
+    attribution = json.loads((report_runs["a"] / "results" / "attribution.json").read_text())
+    random = attribution["robustness"]["perturbations"]["random"]
+    assert f"noise: {random['n_kept']} of {random['n_images']}" in html
+
+
+def test_esd_axis_names_the_normalisation():
+    import numpy as np
+
+    from deepprofile.report import figures as F
+
+    fig = F.esd_panels([{"layer": "conv", "eigenvalues": np.linspace(0.1, 2.0, 20).tolist(),
+                         "mp": None, "power_law": None}])
+    assert fig.layout.xaxis.title.text == "eigenvalue λ of W Wᵀ / n (normalised)"

@@ -181,4 +181,18 @@ def test_spectral_caption_follows_the_data(tmp_path):
     trained = _run_folder(tmp_path / "t", {"spectral": _spectral_result(4, 2.0)})
     cap = _figures(_section(trained, tmp_path, spectral_section))[
         "Singular value spectra"].caption
-    assert "in 4 of 4 layers" in cap and "lifted the top of the spectrum" in cap
+    assert "in 4 of 4 layers" in cap and "top of the spectrum sits above random init" in cap
+
+
+def test_mapper_section_warns_when_the_cover_is_too_fine(tmp_path):
+    from deepprofile.mapper import build_mapper
+    from deepprofile.report import Text
+    from deepprofile.report.sections.mapper import mapper_section
+
+    rng = np.random.default_rng(0)
+    g = build_mapper(rng.normal(size=(240, 5)), intervals=40, layer="layer4")
+    run = _run_folder(tmp_path, {"mapper": {"layers": {"layer4": g.to_dict()},
+                                            "params": {"intervals": 40}}})
+    notes = [b.text for b in _section(run, tmp_path, mapper_section).blocks
+             if isinstance(b, Text) and b.note]
+    assert any(n.startswith("layer4: Too few points per interval") for n in notes)

@@ -44,7 +44,7 @@ import importlib
 from deepprofile.report.registry import COMPARE_SECTIONS, SECTIONS, register_section
 
 SECTION_MODULES: tuple[str, ...] = (
-    "overview", "capture", "topology", "mapper", "spectral", "attribution",
+    "overview", "capture", "topology", "mapper", "spectral", "attribution", "concepts",
 )
 """Modules of this package whose builders make the run report, in page order."""
 

@@ -56,7 +56,7 @@ def attribution_section(ctx: ReportContext) -> Section | None:
             f"{MAX_SIDE} pixels are averaged down). Smoother, more object-shaped maps are "
             "easier to trust.", rows, column_titles=["input"] + [
                 str(labels_of.get(k, k)) for k in keys], row_titles=row_titles,
-            title="Attribution maps"))
+            title="Attribution maps", size=max(64, min(MAX_SIDE, 960 // (1 + len(keys))))))
     table = (data.get("robustness") or {}).get("table") or []
     if table:
         keys = [k for k in table[0] if k != "method" and not k.endswith(".kendall")]
@@ -68,11 +68,17 @@ def attribution_section(ctx: ReportContext) -> Section | None:
             "topk_attack.spearman": "rank corr. (attack)",
             "topk_attack.kendall": "Kendall τ (attack)",
             "topk_attack.com_shift": "centre shift (attack)",
+            "random.n_kept": "images kept (noise)",
+            "topk_attack.n_kept": "images kept (attack)",
             "max_sensitivity": "max sensitivity", "infidelity": "infidelity",
             "total_variation": "total variation",
         }
         rows = [[methods.get(r["method"], {}).get("label", r["method"])]
                 + [fmt(r.get(k)) for k in keys] for r in table]
+        perts = (data.get("robustness") or {}).get("perturbations") or {}
+        kept = "; ".join(f"{'noise' if q == 'random' else 'attack'}: {p.get('n_kept')} of "
+                         f"{p.get('n_images')}" for q, p in perts.items()
+                         if p.get("n_kept") is not None)
         sec.add(ctx.heading("Robustness of the explanations", "attribution-robustness"))
         sec.add(Table(["method"] + [nice.get(k, k) for k in keys], rows,
                       numeric=[False] + [True] * len(keys),
@@ -80,7 +86,9 @@ def attribution_section(ctx: ReportContext) -> Section | None:
                               "top pixels and ranking under small random noise and under a "
                               "targeted top-k attack (higher = more robust), how far its "
                               "centre of mass moves, max-sensitivity and infidelity (lower = "
-                              "better) and total variation (lower = smoother)."))
+                              "better) and total variation (lower = smoother). The map "
+                              "comparisons under a perturbation average only the images whose "
+                              "prediction it kept" + (f" ({kept})" if kept else "") + "."))
     grid = []
     align = data.get("alignment") or {}
     if align:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
 from deepprofile.report import figures as F
 from deepprofile.report.blocks import (
     Frame,
@@ -14,6 +19,18 @@ from deepprofile.report.blocks import (
 )
 from deepprofile.report.context import ReportContext
 from deepprofile.report.registry import register_section
+
+
+def _cover_warning(graph: Mapping[str, Any]) -> str | None:
+    """The mapper page's too-fine-cover warning, from the stored lens and parameters."""
+    from deepprofile.mapper.stats import sparse_cover_warning
+
+    params = graph.get("params") or {}
+    if graph.get("lens") is None or params.get("intervals") is None:
+        return None
+    return sparse_cover_warning(np.asarray(graph["lens"], dtype=np.float64),
+                                int(params["intervals"]), float(params.get("overlap", 0.3)),
+                                int(params.get("min_samples") or 5))
 
 
 def mapper_section(ctx: ReportContext) -> Section | None:
@@ -47,6 +64,10 @@ def mapper_section(ctx: ReportContext) -> Section | None:
                   caption="Per layer: graph size, connected components, independent loops, "
                           "share of samples in no node (DBSCAN noise), mean node purity "
                           "(1 = every node holds one class) and mean class purity."))
+    for layer in layers:
+        warning = _cover_warning(graphs[layer])
+        if warning:
+            sec.add(Text(f"{layer}: {warning}", note=True))
     purity = {
         "node purity": [graphs[n].get("stats", {}).get("node_purity") for n in layers],
         "class purity (mean)": [graphs[n].get("stats", {}).get("class_purity_mean")

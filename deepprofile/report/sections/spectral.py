@@ -23,8 +23,9 @@ MANY_LAYERS = 12
 summary plus a drop-down over every layer."""
 
 LIFT = 1.05
-"""A layer's top singular value counts as lifted by training when it exceeds the
-random-init one by more than 5 %."""
+"""A layer's top singular value counts as above (below) random init when it exceeds (falls
+short of) the random-init one by more than 5 %. Captions state these counts; they never say
+what training did, which the weights alone cannot tell (the model may be untrained)."""
 
 
 def _lift_sentence(spectra: Mapping[str, np.ndarray],
@@ -39,7 +40,7 @@ def _lift_sentence(spectra: Mapping[str, np.ndarray],
             f"random-init value in {lifted} of {len(both)} layers and more than "
             f"{round(100 * (LIFT - 1))} % below it in {lowered}")
     if lifted > len(both) / 2:
-        return text + ": training lifted the top of the spectrum in most layers."
+        return text + ": in most layers the top of the spectrum sits above random init."
     if lifted == 0 and lowered == 0:
         return text + ": the spectra match random initialisation (an untrained model?)."
     return text + "."
@@ -52,26 +53,40 @@ def spectral_section(ctx: ReportContext) -> Section | None:
     trained = data["trained"].get("layers", [])
     random = {r["layer"]: r for r in (data.get("random_init") or {}).get("layers", [])}
     alpha_hat = data.get("alpha_hat") or {}
+    baseline = (data.get("parameters") or {}).get("random_init_baseline") or {}
+    if baseline.get("method") == "constructor":
+        made = (f"a fresh {baseline.get('arch')} built by its own constructor "
+                f"(seed {baseline.get('seed')})")
+    elif baseline:
+        made = ("the modules' reset_parameters() (PyTorch's generic init, not the "
+                f"architecture's own: {baseline.get('reason')})")
+    else:
+        made = "a seeded copy"
     sec = Section(
         ctx.unique_id("spectral"), "Weight spectra", key="spectral",
         intro="Singular values of every Conv/Linear weight (unfolded to a matrix), their "
               "empirical spectral density against random-matrix theory, and the power-law "
               "exponent α of its tail (heavy-tailed, α between 2 and 6, usually means learned "
               f"structure). Model α̂: trained {fmt(alpha_hat.get('trained'), 2)}, seeded "
-              f"random init {fmt(alpha_hat.get('random_init'), 2)}.")
+              f"random init {fmt(alpha_hat.get('random_init'), 2)}; the random init is "
+              f"{made}.")
     rows = []
     for r in trained:
         rr = random.get(r["layer"], {})
         mp = r.get("mp") or {}
         rows.append([r["layer"], r.get("module_type"), shape(r.get("matrix_shape")),
-                     fmt(r.get("spectral_norm")), fmt(r.get("stable_rank"), 2),
+                     fmt(r.get("spectral_norm")), fmt(r.get("lambda_max_unnormalised")),
+                     fmt(r.get("lambda_max_normalised")), fmt(r.get("stable_rank"), 2),
                      fmt(r.get("alpha"), 2), fmt(rr.get("alpha"), 2),
                      fmt(r.get("alpha_weighted"), 2), fmt(mp.get("ks")),
                      fmt(mp.get("n_spikes"))])
-    sec.add(Table(["layer", "type", "matrix", "spectral norm", "stable rank", "α",
-                   "α random init", "α̂ (α·log₁₀ s²max)", "MP KS", "spikes above MP"], rows,
-                  numeric=[False, False, False] + [True] * 7,
-                  caption="Per weight layer: largest singular value, stable rank "
+    sec.add(Table(["layer", "type", "matrix", "spectral norm", "λmax of WWᵀ",
+                   "λmax of WWᵀ/n", "stable rank", "α", "α random init",
+                   "α̂ (α·log₁₀ λmax of WWᵀ)", "MP KS", "spikes above MP"], rows,
+                  numeric=[False, False, False] + [True] * 9,
+                  caption="Per weight layer: largest singular value s_max, the largest "
+                          "eigenvalue of WWᵀ (= s_max², used by α̂) and of WWᵀ/n (n = the "
+                          "larger side of W; the ESD the fits use), stable rank "
                           "(‖W‖²_F/‖W‖²₂), power-law exponent of the eigenvalue tail for the "
                           "trained and random-init weights, WeightWatcher's α̂, the "
                           "Kolmogorov-Smirnov distance of the Marchenko-Pastur fit and the "
