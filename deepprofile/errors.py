@@ -40,3 +40,7 @@ class ShapeError(DeepProfileError, ValueError):
 
 class MissingFileError(DeepProfileError, FileNotFoundError):
     """A file the user pointed at does not exist."""
+
+
+class NonFiniteWeightsError(DeepProfileError, FloatingPointError):
+    """Model weights, logits or a training loss contain NaN or inf."""
