@@ -8,6 +8,7 @@ registered architecture whose keys and shapes it matches best.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,24 +56,39 @@ def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
+@functools.lru_cache(maxsize=64)
+def _reference(arch: str) -> tuple[dict[str, tuple[int, ...]], str | None] | None:
+    """Parameter shapes (10-class head) and head name of a registered architecture."""
+    try:
+        skeleton = _skeleton(arch, 10, {})
+    except Exception:  # noqa: BLE001 - skip architectures that cannot build on meta
+        return None
+    return _shapes(skeleton.state_dict()), head_name(skeleton)
+
+
 def guess_architecture(state: Mapping[str, torch.Tensor]) -> str | None:
     """The registered architecture whose parameter names and shapes fit ``state`` best.
 
-    Scores every registered architecture (built on the meta device with the head size
-    found in ``state``) by the share of keys matching in name and shape; None when no
-    architecture matches at least half of them.
+    Scores every registered architecture (built once on the meta device) by the share
+    of keys matching in name and shape (the classifier's output size and the first
+    layer's input channels may differ); None when none matches at least half the keys.
     """
     from deepprofile.models.registry import ARCHITECTURES
 
     have = _shapes(state)
     best, best_score = None, 0.5
     for arch in ARCHITECTURES:
-        n_cls = infer_num_classes(arch, state, infer_arch_kwargs(arch, state)) or 1000
-        try:
-            want = _shapes(_skeleton(arch, n_cls, infer_arch_kwargs(arch, state)).state_dict())
-        except Exception:  # noqa: BLE001 - skip architectures that cannot build on meta
+        ref = _reference(arch)
+        if ref is None:
             continue
-        same = sum(1 for k, s in want.items() if have.get(k) == s)
+        want, head = ref
+        same = 0
+        for key, shape in want.items():
+            got = have.get(key)
+            if got == shape or (got is not None and len(got) == len(shape) and (
+                    (head and key.startswith(f"{head}.") and got[1:] == shape[1:])
+                    or (len(shape) == 4 and got[0] == shape[0] and got[2:] == shape[2:]))):
+                same += 1
         score = same / max(len(want), len(have))
         if score > best_score:
             best, best_score = arch, score
