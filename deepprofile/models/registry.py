@@ -214,7 +214,8 @@ def load_model(
             arch_name = raw["arch"]
             kwargs = {**dict(raw.get("arch_kwargs") or {}), **dict(arch_kwargs or {})}
             n_cls = num_classes or raw.get("num_classes")
-            extra = {k: raw[k] for k in ("epoch", "metrics", "seed", "class_names") if k in raw}
+            extra = {k: raw[k] for k in ("epoch", "metrics", "seed", "class_names", "dataset")
+                     if k in raw}
         else:
             if arch is None:
                 guess = guess_architecture(state)
