@@ -331,3 +331,19 @@ def test_normalization_text_is_parsed_or_refused_in_one_line(text):
         assert all(np.isfinite(mean)) and all(np.isfinite(std))
     else:
         assert parsed in ("imagenet", "dataset", "none")
+
+
+def test_topology_refuses_an_edited_reduction_instead_of_dropping_the_layer(tiny, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    meta_file = run / "activations.zarr" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["attributes"]["deepprofile"]["layers"]["layer2"]["reduction"] = "mean"
+    meta_file.write_text(json.dumps(meta))
+    result = runner.invoke(app, ["topology", str(run), "--n-points", "8", "-q"])
+    line = assert_one_line_error(result)
+    assert "layer2" in line
+    assert not (run / "results" / "topology.json").exists()
