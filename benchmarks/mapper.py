@@ -58,7 +58,8 @@ def run_reference(X: np.ndarray, eps: float, intervals: int, overlap: float) -> 
 def bench(n: int, repeats: int, intervals: int = 40, overlap: float = 0.3) -> dict:
     import kmapper
 
-    from deepprofile.topology.mapper import MapperGraph, _sparse_nerve_class, knn_knee_eps
+    from deepprofile.mapper.graph import MapperGraph, _sparse_nerve_class
+    from deepprofile.mapper.knee import knn_knee_eps
 
     X, y = make_cloud(n, seed=n)
     ours_t: list[float] = []

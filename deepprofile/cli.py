@@ -306,10 +306,13 @@ def demo(
 
 _COMMAND_MODULES = (
     "deepprofile.topology.cli",
-    "deepprofile.topology.mapper_cli",
+    "deepprofile.mapper.cli",
     "deepprofile.spectral.cli",
     "deepprofile.attribution.cli",
+    "deepprofile.concepts.cli",
+    "deepprofile.data_attribution.cli",
     "deepprofile.report.cli",
+    "deepprofile.explore.cli",
 )
 
 

@@ -7,7 +7,7 @@ the same order, common layers), then gathers, using the analyses' own APIs:
 - topology (:func:`deepprofile.topology.compare_topology`): the cross layer x layer diagram
   distances and CKA, and the layer matching (specificity: is each layer of A nearest to the
   same layer of B?);
-- mapper graphs (:mod:`deepprofile.topology.mapper_distance`): the graph distance between each
+- mapper graphs (:mod:`deepprofile.mapper.distance`): the graph distance between each
   layer of A and its counterpart in B, from both runs' ``results/mapper.json``;
 - weight spectra (:mod:`deepprofile.spectral`): alpha, spectral norm and stable rank per weight
   layer (from ``results/spectral.json``, or computed from the checkpoints when absent), and
@@ -42,7 +42,8 @@ class ComparisonResult:
     ``common_layers``; ``topology``: :class:`~deepprofile.topology.TopologyComparison` as a
     dict; ``matched_layers``: per layer of A its nearest B layer by topology and by CKA and
     its counterpart; ``mapper``, ``spectral``, ``principal_angles``: per-layer rows (``None``
-    when that part could not be computed; the reason is in ``checks["notes"]``).
+    when that part could not be computed; the reason is in ``checks["notes"]``); ``concepts``:
+    concept probe curves of both runs (:func:`deepprofile.concepts.compare.concept_curves`).
     """
 
     run_a: dict[str, Any]
@@ -53,6 +54,7 @@ class ComparisonResult:
     mapper: dict[str, Any] | None = None
     spectral: dict[str, Any] | None = None
     principal_angles: dict[str, Any] | None = None
+    concepts: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     out_dir: str | None = None
@@ -201,10 +203,10 @@ def _matched_layers(topo: Any) -> list[dict[str, Any]]:
 
 def _mapper_part(run_a: Path, run_b: Path, matched: Sequence[Mapping[str, Any]],
                  notes: list[str]) -> dict[str, Any] | None:
+    from deepprofile.mapper.distance import assignment_agreement, mapper_distance
+    from deepprofile.mapper.pipeline import RESULT_NAME as MAPPER
+    from deepprofile.mapper.pipeline import MapperResult
     from deepprofile.rundir import RunDir
-    from deepprofile.topology.mapper_distance import assignment_agreement, mapper_distance
-    from deepprofile.topology.mapper_pipeline import RESULT_NAME as MAPPER
-    from deepprofile.topology.mapper_pipeline import MapperResult
 
     ra, rb = RunDir(run_a), RunDir(run_b)
     missing = [x for x, r in (("A", ra), ("B", rb)) if not r.has_result(MAPPER)]
@@ -229,6 +231,7 @@ def _mapper_part(run_a: Path, run_b: Path, matched: Sequence[Mapping[str, Any]],
             notes.append(f"mapper graphs of {la} (A) and {lb} (B) not compared: {exc}")
             continue
         rows.append({"layer_a": la, "layer_b": lb, "coot": coot, "vi": agree["vi"],
+                     "n_points_compared": agree["n_compared"],
                      "ari": agree["ari"], "nvi": agree["nvi"],
                      "coot_other_mean": float(np.mean(others)) if others else None,
                      "n_nodes_a": ga[la].stats.n_nodes, "n_nodes_b": gb[lb].stats.n_nodes})
@@ -337,7 +340,7 @@ def compare_runs(
     run_a: str | Path, run_b: str | Path, out_dir: str | Path, *, quiet: bool = False,
     layers: Sequence[str] | None = None, n_points: int = 500, seed: int = 0, k: int = 8,
     topology: bool = True, mapper: bool = True, spectral: bool = True,
-    topology_params: Mapping[str, Any] | None = None,
+    topology_params: Mapping[str, Any] | None = None, concepts: bool = True,
 ) -> ComparisonResult:
     """Compare two runs and write ``OUT_DIR/results/compare.json``.
 
@@ -392,9 +395,15 @@ def compare_runs(
             angles_part = {"k": k, "layers": rows,
                            "method": "scipy.linalg.subspace_angles on the top-k left "
                                      "singular vectors of the unfolded weights"}
+    concepts_part = None
+    if concepts:
+        from deepprofile.concepts.compare import concept_curves
+
+        concepts_part = concept_curves(run_a, run_b, notes)
     result = ComparisonResult(
         run_a=a, run_b=b, checks=checks, topology=topo_dict, matched_layers=matched,
         mapper=mapper_part, spectral=spectral_part, principal_angles=angles_part,
+        concepts=concepts_part,
         params=params,
         provenance={"date": now_iso(), "versions": package_versions(),
                     "command": command_line()},
@@ -437,6 +446,10 @@ def summarize_comparison(result: ComparisonResult, max_rows: int = 12) -> str:
         ah = result.spectral.get("alpha_hat") or {}
         lines.append(f"Weight spectra of {len(result.spectral['layers'])} common layers; "
                      f"alpha-hat A {_num(ah.get('a'))}, B {_num(ah.get('b'))}.")
+    if result.concepts:
+        lines.append("Concepts (first decodable layer A / B): " + ", ".join(
+            f"{r['concept']} {r['a']['first_layer'] or '-'}/{r['b']['first_layer'] or '-'}"
+            for r in result.concepts["concepts"]))
     return "\n".join(lines)
 
 

@@ -235,8 +235,8 @@ def _run_analysis(name: str, options: dict[str, Any], model: Any, run_dir: Path,
         _check_options(name, run_topology, unknown, fixed)
         result = run_topology(run_dir, seed=seed, quiet=quiet, **options)
     elif name == "mapper":
-        from deepprofile.topology.mapper_pipeline import run_mapper
-        from deepprofile.topology.mapper_pipeline import summarize_mapper as summarize
+        from deepprofile.mapper.pipeline import run_mapper
+        from deepprofile.mapper.pipeline import summarize_mapper as summarize
 
         _check_options(name, run_mapper, options, fixed)
         result = run_mapper(run_dir, dataset=dataset, seed=seed, quiet=quiet, **options)

@@ -7,7 +7,11 @@
 3. topology (persistence, diagram distances, CKA), mapper graphs, spectral
    analysis of the weights for both seeds, attributions for the first;
 4. compare the two seeds and write ``reports/demo/index.html`` (the inspection
-   report of the first seed) and ``reports/demo/compare.html``.
+   report of the first seed) and ``reports/demo/compare.html``;
+5. train the demo CNN on ``shapes`` twice, with a marker planted on one class and
+   without (``reports/demo/shapes/{spurious,clean}``), probe every ground-truth concept
+   in both, and score spurious-signal detectors against how the models behave
+   (``reports/demo/shapes/results/spurious.json``, ``reports/demo/shapes.html``).
 
 Every step writes JSON under ``reports/demo/seed*/results``; the reports are
 rendered from those files only.
@@ -100,18 +104,53 @@ def run_demo(out_dir: str | Path = "reports/demo", *, fast: bool = False, seed: 
     echo(summarize_comparison(comparison))
     compare_html = build_comparison_report(comparison, out / "compare.html")
     index = build_report(first, out / "index.html")
+    shapes = shapes_pair(out, fast=fast, seed=seed, device=device, quiet=quiet, echo=echo)
     echo(f"report:     {index}")
     echo(f"comparison: {compare_html}")
+    echo(f"shapes:     {shapes['report']}")
     echo(f"done in {time.perf_counter() - t0:.1f} s")
     return {"out": out, "runs": {s: r["run"].path for s, r in runs.items()}, "report": index,
-            "compare": compare_html}
+            "compare": compare_html, "shapes": shapes}
+
+
+def pair_config(seed: int, fast: bool):
+    """The shapes spurious/clean pair of the demo (``fast``: tiny, for tests)."""
+    from deepprofile.concepts.spurious import PairConfig
+
+    if fast:
+        return PairConfig(n_train=300, n_eval=160, epochs=2, lr=0.1, seed=seed,
+                          n_attribution=8)
+    return PairConfig(n_train=800, n_eval=400, epochs=6, lr=0.1, seed=seed)
+
+
+def shapes_pair(out: Path, *, fast: bool, seed: int, device: torch.device, quiet: bool,
+                echo: Callable[[str], None]) -> dict[str, Any]:
+    """Train and analyse the shapes spurious/clean pair; compare their concept curves."""
+    from deepprofile.compare import compare_runs
+    from deepprofile.concepts.pipeline import load_concepts, summarize_concepts
+    from deepprofile.concepts.spurious import run_spurious, summarize_spurious
+    from deepprofile.report import build_report
+
+    echo("[shapes: marker planted on one class vs clean control]")
+    t = time.perf_counter()
+    families = ("marker",) if fast else ("shape", "colour", "texture", "size", "marker")
+    root = out / "shapes"
+    pair = run_spurious(root, pair_config(seed, fast), device=device, quiet=quiet,
+                        concept_families=families)
+    echo(summarize_concepts(load_concepts(root / "spurious")))
+    echo(summarize_spurious(pair) + f"  ({time.perf_counter() - t:.1f} s)")
+    compare_runs(root / "spurious", root / "clean", root / "compare", quiet=quiet,
+                 topology=False, mapper=False, spectral=False)
+    report = build_report(root / "spurious", out / "shapes.html")
+    return {"runs": {"spurious": root / "spurious", "clean": root / "clean"},
+            "result": root / "results" / "spurious.json", "report": report}
 
 
 def analyse(run: dict[str, Any], *, fast: bool, seed: int, quiet: bool,
             echo: Callable[[str], None], attribution: bool) -> None:
     """Topology, mapper, spectral (and attribution) on one captured run."""
+    from deepprofile.mapper.pipeline import run_mapper, summarize_mapper
     from deepprofile.spectral.pipeline import run_spectral, summarize_spectral
-    from deepprofile.topology.mapper_pipeline import run_mapper, summarize_mapper
     from deepprofile.topology.pipeline import run_topology, summarize_topology
 
     run_dir, model, dataset = run["run"].path, run["model"], run["dataset"]

@@ -71,6 +71,22 @@ def capture_distributed(
     The arrays are identical to a single-process capture of the same configuration.
     """
     distributed = _require_dask()
+    from deepprofile.capture.runner import store_lock
+
+    with store_lock(path):
+        return _capture_distributed(
+            distributed, checkpoint, dataset_spec, layers, path, reductions=reductions,
+            client=client, chunks_per_task=chunks_per_task, batch_size=batch_size,
+            chunk_size=chunk_size, indices=indices, device=device,
+            threads_per_task=threads_per_task, seed=seed, overwrite=overwrite)
+
+
+def _capture_distributed(distributed: Any, checkpoint: str | Path,
+                         dataset_spec: Mapping[str, Any], layers: str | Iterable[str],
+                         path: str | Path, *, reductions: str | Mapping[str, str],
+                         client: Any, chunks_per_task: int, batch_size: int,
+                         chunk_size: int | None, indices: Iterable[int] | None, device: str,
+                         threads_per_task: int, seed: int, overwrite: bool) -> ActivationStore:
     from deepprofile.capture.runner import prepare_store
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
@@ -104,5 +120,6 @@ def capture_distributed(
             if own_client:
                 client.close()
     store = ActivationStore.open(store.path)
-    store.set_metadata(accuracy=store.accuracy)
+    if "fingerprint" not in store.metadata:
+        store.finalize()
     return store

@@ -42,5 +42,24 @@ class MissingFileError(DeepProfileError, FileNotFoundError):
     """A file the user pointed at does not exist."""
 
 
+class UnknownConceptError(DeepProfileError, KeyError):
+    """A concept name is not in the concept set."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class ConceptDataError(DeepProfileError, ValueError):
+    """A concept cannot be used as given (empty folder, one class only, wrong length ...)."""
+
+
+class RunLockedError(DeepProfileError):
+    """Another process holds the lock of a run folder or store."""
+
+
+class StaleResultError(DeepProfileError):
+    """A result was computed from another activation store than the run's current one."""
+
+
 class NonFiniteWeightsError(DeepProfileError, FloatingPointError):
     """Model weights, logits or a training loss contain NaN or inf."""

@@ -2,7 +2,13 @@
 
 Analyses return frozen dataclasses with ``to_dict()`` / ``from_dict()``; these
 helpers turn numpy values into JSON and write files atomically, so a run that
-dies while writing never leaves a half-written result behind.
+dies while writing never leaves a half-written result behind. Temporary files
+carry the writer's pid (``.<name>.<pid>.<random>.tmp``);
+:func:`clean_stale_temp` deletes those of dead processes.
+
+Every result written into a run folder (``RUN_DIR/results/<name>.json``) records
+which activation store it was computed from (``store_identity``: store name,
+weights hash, store fingerprint); see :func:`deepprofile.rundir.check_result_identity`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +56,14 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     so a run that dies mid-write never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        from deepprofile.testhooks import kill_point
+
+        kill_point("results-write")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
@@ -63,9 +75,49 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
+_TEMP = re.compile(r"^\..+\.(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def clean_stale_temp(folder: str | os.PathLike[str], max_age_s: float = 3600.0) -> list[Path]:
+    """Delete temporary files of :func:`write_text` left in ``folder`` by killed writers.
+
+    A file naming its writer's pid is deleted when that process is gone; an older
+    file without a pid when it is older than ``max_age_s``. Returns what was deleted.
+    """
+    from deepprofile.locking import pid_alive
+
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.glob(".*.tmp"):
+        match = _TEMP.match(tmp.name)
+        try:
+            if match:
+                pid = int(match["pid"])
+                if pid == os.getpid() or pid_alive(pid):
+                    continue
+            elif time.time() - tmp.stat().st_mtime < max_age_s:
+                continue
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            continue
+    return removed
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically (see :func:`write_text`)."""
-    return write_text(path, json.dumps(jsonable(data), indent=1))
+    """Write ``data`` as indented JSON atomically (see :func:`write_text`).
+
+    A dict written to ``RUN_DIR/results/`` gets the ``store_identity`` of the store
+    it was computed from (see :func:`deepprofile.rundir.stamp_identity`).
+    """
+    data = jsonable(data)
+    if isinstance(data, dict) and Path(path).parent.name == "results":
+        from deepprofile.rundir import stamp_identity
+
+        data = stamp_identity(Path(path).parent.parent, data)
+    return write_text(path, json.dumps(data, indent=1))
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -2,6 +2,12 @@
 
 Shared by the CLI and the demo so both record the same overview (model, weights
 hash, dataset, layers, accuracy, parameters, versions, date, command).
+
+Crash and concurrency safety: temporary files of killed writers are deleted
+first; ``overwrite`` of an existing store moves that store's results aside
+(``results.stale-<time>/``) before the store is replaced; the store itself is
+locked for the capture and run.json is merged under the run folder's lock, so
+captures into other stores of the same run keep each other's entries.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deepprofile.capture.reducers import Reduction
-from deepprofile.capture.runner import capture_to_store
+from deepprofile.capture.runner import capture_to_store, store_lock
 from deepprofile.capture.store import ActivationStore
+from deepprofile.errors import DeepProfileError
 from deepprofile.provenance import command_line, now_iso, package_versions
+from deepprofile.results import clean_stale_temp
 from deepprofile.rundir import RunDir
+from deepprofile.testhooks import kill_point
 
 
 def capture_run(
@@ -42,36 +51,49 @@ def capture_run(
 ) -> tuple[RunDir, ActivationStore]:
     """Capture into ``run_dir/store_name`` and write (or update) ``run_dir/run.json``."""
     run = RunDir(run_dir)
-    store = capture_to_store(
-        model, dataset, layers, run.path / store_name, reductions=reductions,
-        batch_size=batch_size, chunk_size=chunk_size, device=device, seed=seed,
-        model_info=model_info, overwrite=overwrite, quiet=quiet,
-        indices=None if indices is None else list(indices),
-    )
-    from deepprofile.capture.stats import capture_stats
+    if run.path.exists() and not run.path.is_dir():
+        raise DeepProfileError(f"The run folder {run.path} is a file; give --out a folder "
+                               "(it is created if missing).")
+    for folder in (run.path, run.results_dir):
+        clean_stale_temp(folder)
+    with store_lock(run.path / store_name):
+        if overwrite and (run.path / store_name).exists():
+            with run.lock():
+                run.move_results_aside(store_name)
+        store = capture_to_store(
+            model, dataset, layers, run.path / store_name, reductions=reductions,
+            batch_size=batch_size, chunk_size=chunk_size, device=device, seed=seed,
+            model_info=model_info, overwrite=overwrite, quiet=quiet,
+            indices=None if indices is None else list(indices),
+        )
+        from deepprofile.capture.stats import capture_stats
 
-    stats_name = "capture" if store_name == RunDir.STORE else f"capture_{Path(store_name).stem}"
-    run.write_result(stats_name, capture_stats(store))
-    overview: dict[str, Any] = run.read_overview() if run.overview_path.exists() else {}
-    stores = dict(overview.get("stores", {}))
-    stores[store_name] = store.summary()
+        stem = Path(store_name).stem
+        stats_name = "capture" if store_name == RunDir.STORE else f"capture_{stem}"
+        run.write_result(stats_name, capture_stats(store))
+    kill_point("run-json")
     meta = store.metadata
-    overview.update({
-        "model": meta["model"],
-        "model_info": dict(model_info or {}),
-        "checkpoint": checkpoint,
-        "weights_hash": meta["weights_hash"],
-        "dataset": meta["dataset"],
-        "class_names": meta["class_names"],
-        "n_samples": store.n_samples,
-        "layers": store.layers,
-        "accuracy": store.accuracy,
-        "seed": seed,
-        "stores": stores,
-        "versions": package_versions(),
-        "date": now_iso(),
-        "command": command_line(),
-        **dict(extra or {}),
-    })
-    run.write_overview(overview)
+    summary = store.summary()
+
+    def update(overview: dict[str, Any]) -> dict[str, Any]:
+        stores = dict(overview.get("stores", {}))
+        stores[store_name] = summary
+        return {**overview,
+                "model": meta["model"],
+                "model_info": dict(model_info or {}),
+                "checkpoint": checkpoint,
+                "weights_hash": meta["weights_hash"],
+                "dataset": meta["dataset"],
+                "class_names": meta["class_names"],
+                "n_samples": store.n_samples,
+                "layers": store.layers,
+                "accuracy": summary["accuracy"],
+                "seed": seed,
+                "stores": stores,
+                "versions": package_versions(),
+                "date": now_iso(),
+                "command": command_line(),
+                **dict(extra or {})}
+
+    run.merge_overview(update)
     return run, store

@@ -18,7 +18,11 @@ def notebook_out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("notebooks")
 
 
-@pytest.mark.parametrize("name", ["01_tour.ipynb", "02_compare_variants.ipynb"])
+OUTPUTS = {"01_tour.ipynb": "tour", "02_compare_variants.ipynb": "variants",
+           "03_concepts.ipynb": "concepts"}
+
+
+@pytest.mark.parametrize("name", sorted(OUTPUTS))
 def test_notebook_runs(name, notebook_out, monkeypatch):
     monkeypatch.setenv("DEEPPROFILE_NB_FAST", "1")
     monkeypatch.setenv("DEEPPROFILE_NB_OUT", str(notebook_out))
@@ -32,4 +36,4 @@ def test_notebook_runs(name, notebook_out, monkeypatch):
     errors = [out for cell in book.cells if cell.cell_type == "code"
               for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     assert not errors
-    assert (notebook_out / ("tour" if name.startswith("01") else "variants")).exists()
+    assert (notebook_out / OUTPUTS[name]).exists()

@@ -224,8 +224,11 @@ def big_attribute(
 
     The boundary is searched away from the model's prediction; the attribution target
     is ``target`` (the prediction by default). ``extra["boundary"]`` reports, per image,
-    whether a point was found, its radius, norm and distance. Pass ``search`` to reuse a
-    :func:`find_boundary` result.
+    whether a point was found, its radius, norm and distance, and which baseline was used
+    (``baseline_used``: ``"boundary"``, ``"zeros"`` for a fallback, ``"none"`` when the map
+    is NaN). ``baselines`` holds the baselines IG actually started from (zeros for
+    ``fallback="zeros"``; NaN where ``fallback="nan"`` left the map out). Pass ``search``
+    to reuse a :func:`find_boundary` result.
     """
     if fallback not in ("zeros", "nan"):
         raise ValueError(f"fallback must be 'zeros' or 'nan', got {fallback!r}")
@@ -243,9 +246,15 @@ def big_attribute(
         n_steps=n_steps, seed=seed, batch_size=batch_size, **kwargs,
     )
     attributions = maps.attributions
+    used = base.numpy()
     if fallback == "nan" and not search.found.all():
         attributions = attributions.copy()
         attributions[~search.found] = np.nan
+        used = used.copy()
+        used[~search.found] = np.nan  # no map, so no baseline
+    fallback_kind = "zeros" if fallback == "zeros" else "none"
+    summary = {**search.summary(), "fallback": np.flatnonzero(~search.found).tolist(),
+               "baseline_used": ["boundary" if f else fallback_kind for f in search.found]}
     return AttributionMaps(
         method="big",
         params={**maps.params, **search.params, "fallback": fallback},
@@ -254,9 +263,9 @@ def big_attribute(
         target_mode=target_mode,
         baseline="boundary (PGD); " + ("zeros" if fallback == "zeros" else "NaN")
         + " where none was found",
-        baselines=search.points,
+        baselines=used,
         layer=None,
         model=maps.model,
         sample_indices=maps.sample_indices,
-        extra={"boundary": search.summary()},
+        extra={"boundary": summary},
     )

@@ -630,8 +630,10 @@ def summarize_attribution(result: AttributionResult) -> str:
         lines.append("  robustness: skipped")
     pert = rob["params"]["perturbations"] if rob else []
     if rob:
+        kept = ", ".join(f"{q} {rob['perturbations'][q].get('n_kept', '?')}" for q in pert)
         lines.append(f"  robustness on {rob['params']['n_images']} images, "
-                     f"eps={rob['params']['eps']:g} (top-10% intersection per perturbation / "
+                     f"eps={rob['params']['eps']:g}; map comparisons over the images whose "
+                     f"prediction was kept ({kept}) (top-10% intersection per perturbation / "
                      "Spearman / max-sens / infidelity / TV):")
     for row in rob.get("table", []):
         inter = " / ".join(_fmt(row.get(f"{q}.topk_intersection")) for q in pert)

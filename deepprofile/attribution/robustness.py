@@ -249,8 +249,10 @@ class RobustnessResult:
     """Robustness of several attribution methods on one set of images.
 
     ``rows``: one per (method, perturbation) with the mean and standard deviation of
-    each map comparison; ``sensitivity`` / ``infidelity`` / ``total_variation``: per
-    method, mean and per-image values; ``params``: eps, k and sample counts.
+    each map comparison over the images whose prediction the perturbation kept
+    (``n_kept`` of ``n_images``; ``per_image`` holds NaN for the others);
+    ``sensitivity`` / ``infidelity`` / ``total_variation``: per method, mean and per-image
+    values; ``params``: eps, k and sample counts.
     """
 
     rows: list[dict[str, Any]]
@@ -278,12 +280,14 @@ class RobustnessResult:
         )})
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per method: the means of every metric (perturbation-specific ones prefixed)."""
+        """One row per method: the means of every metric (perturbation-specific ones prefixed,
+        with ``<perturbation>.n_kept``, the images whose prediction was kept)."""
         out: dict[str, dict[str, Any]] = {}
         for row in self.rows:
             r = out.setdefault(row["method"], {"method": row["method"]})
             for key in ("topk_intersection", "spearman", "kendall", "com_shift"):
                 r[f"{row['perturbation']}.{key}"] = row[f"{key}_mean"]
+            r[f"{row['perturbation']}.n_kept"] = row.get("n_kept")
         for name, r in out.items():
             r["max_sensitivity"] = self.sensitivity.get(name, {}).get("mean")
             r["infidelity"] = self.infidelity.get(name, {}).get("mean")
@@ -343,6 +347,8 @@ def robustness_table(
     perturbed: dict[str, torch.Tensor] = {}
     pinfo: dict[str, dict[str, Any]] = {}
     t_pert = time.perf_counter()
+    kept: dict[str, np.ndarray] = {}
+    original = predict(model, x).numpy()
     for name in perturbations:
         if name == "random":
             px, ok = random_perturbation(model, x, eps, seed=seed)
@@ -352,6 +358,10 @@ def robustness_table(
             px, ok = topk_attack(model, x, t, eps, k=k, steps=attack_steps, seed=seed)
             pinfo[name] = {"kind": "top-k attack on softplus-surrogate gradient (Ghorbani)",
                            "eps": eps, "steps": attack_steps, "n_moved": int(ok.sum())}
+        # "prediction kept" is checked on the perturbed inputs themselves, for every kind
+        kept[name] = predict(model, px).numpy() == original
+        pinfo[name].update(n_kept=int(kept[name].sum()), n_images=int(len(x)),
+                           prediction_kept=kept[name].tolist())
         perturbed[name] = px
     perturb_seconds = round(time.perf_counter() - t_pert, 3)
 
@@ -382,8 +392,11 @@ def robustness_table(
         for pname, px in perturbed.items():
             maps = to_maps(_explain(fn, px, t))
             comp = compare_maps(clean_maps, maps, k)
-            row = {"method": name, "perturbation": pname}
+            mask = kept[pname]
+            row = {"method": name, "perturbation": pname, "n_kept": int(mask.sum()),
+                   "n_images": int(len(mask))}
             for key, vals in comp.items():
+                vals = np.where(mask, vals, np.nan)  # flipped predictions are left out
                 row[f"{key}_mean"], row[f"{key}_std"] = _nanstats(vals)
                 per_image.setdefault(name, {})[f"{pname}.{key}"] = vals.tolist()
             rows.append(row)

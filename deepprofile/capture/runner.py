@@ -5,6 +5,14 @@ finished chunk is committed to the store before the next starts. Running the
 same capture again after a crash skips the committed chunks and yields arrays
 identical to an uninterrupted run: batches are aligned to chunk boundaries and
 position sampling depends only on (seed, sample index).
+
+Before trusting an existing store, a capture verifies it: a finished store is
+read back chunk by chunk against its digests (and its layout against its
+metadata), an unfinished one has its committed chunks checked, so a damaged
+store raises :class:`~deepprofile.errors.CorruptStoreError` instead of
+producing results from fill values. One capture at a time writes a store: a
+lock file beside it (``.<store>.lock``, with the owner's pid) makes a second
+concurrent capture fail with :class:`~deepprofile.errors.RunLockedError`.
 """
 
 from __future__ import annotations
@@ -18,12 +26,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from deepprofile.capture.fingerprint import content_fingerprint
 from deepprofile.capture.hooks import ActivationRecorder, first_tensor
 from deepprofile.capture.reducers import Reduction, parse_reduction
 from deepprofile.capture.selectors import resolve_layers
 from deepprofile.capture.store import ActivationStore
 from deepprofile.errors import EmptyDatasetError, ShapeError
+from deepprofile.locking import file_lock
 from deepprofile.provenance import now_iso, package_versions, weights_hash
+from deepprofile.testhooks import kill_point
+
+
+def store_lock(path: str | Path):
+    """Context manager: the exclusive lock of the store at ``path`` (fails if held)."""
+    path = Path(path)
+    return file_lock(path.parent / f".{path.name}.lock", what=f"The activation store {path}")
 
 
 def _probe(model: nn.Module, dataset: Dataset, layers: list[str],
@@ -99,6 +116,9 @@ def prepare_store(
         "indices_crc": int(np.bitwise_xor.reduce(rows * 2654435761 % 2**32)) if len(rows) else 0,
         "seed": seed,
     }
+    content = content_fingerprint(dataset, rows)
+    if content is not None:
+        config["content_fingerprint"] = content
     metadata = {
         "model": config["model"], "model_info": info, "weights_hash": config["weights_hash"],
         "dataset": spec,
@@ -111,6 +131,11 @@ def prepare_store(
         output_shapes=output_shapes, n_samples=len(rows), num_classes=num_classes,
         chunk_size=chunk, metadata=metadata, overwrite=overwrite,
     )
+    store.check_provenance()
+    if store.is_complete:
+        store.verify_all()
+    else:
+        store.verify_all(np.flatnonzero(store.done_chunks()))
     return store, rows
 
 
@@ -138,20 +163,22 @@ def capture_to_store(
     resumed; one with another configuration raises
     :class:`~deepprofile.errors.StoreMismatchError` unless ``overwrite``.
     """
-    store, rows = prepare_store(
-        model, dataset, layers, path, reductions=reductions, batch_size=batch_size,
-        chunk_size=chunk_size, indices=indices, device=device, seed=seed,
-        model_name=model_name, model_info=model_info, overwrite=overwrite,
-    )
-    if not store.is_complete:
-        from deepprofile.progress import progress_bar
+    with store_lock(path):
+        store, rows = prepare_store(
+            model, dataset, layers, path, reductions=reductions, batch_size=batch_size,
+            chunk_size=chunk_size, indices=indices, device=device, seed=seed,
+            model_name=model_name, model_info=model_info, overwrite=overwrite,
+        )
+        if not store.is_complete:
+            from deepprofile.progress import progress_bar
 
-        with progress_bar(quiet) as progress:
-            task = progress.add_task("capturing", total=len(rows), completed=store.completed)
-            fill_chunks(model, dataset, store, rows, store.pending_chunks(),
-                        batch_size=batch_size, device=device, num_workers=num_workers,
-                        on_batch=lambda n: progress.update(task, advance=n))
-        store.set_metadata(accuracy=store.accuracy)
+            with progress_bar(quiet) as progress:
+                task = progress.add_task("capturing", total=len(rows), completed=store.completed)
+                fill_chunks(model, dataset, store, rows, store.pending_chunks(),
+                            batch_size=batch_size, device=device, num_workers=num_workers,
+                            on_batch=lambda n: progress.update(task, advance=n))
+        if "fingerprint" not in store.metadata:
+            store.finalize()
     return store
 
 
@@ -199,3 +226,4 @@ def fill_chunks(
                 if on_batch:
                     on_batch(n)
             store.write_chunk(start, {k: np.concatenate(v) for k, v in buffers.items()})
+            kill_point("chunk-committed")

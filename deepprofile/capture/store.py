@@ -17,15 +17,27 @@ Chunks are independent (flags live in separate files), so several workers may
 fill different chunks of one store at once (see :mod:`deepprofile.distributed`).
 Reads check completeness and digests, so a truncated or
 damaged store raises :class:`~deepprofile.errors.CorruptStoreError` instead of
-returning fill values.
+returning fill values; so does any damage to the store's format (unreadable
+flags or digests, edited attributes, arrays whose shape disagrees with the
+metadata).
+
+Crash safety: a new store is built under a temporary name
+(``.<name>.creating-<pid>``) and renamed into place once its metadata is
+complete, and ``overwrite`` renames the old store aside
+(``.<name>.removing-<pid>``) before deleting it, so a process killed at any
+point leaves either no store or a complete, resumable one; leftovers of dead
+processes are deleted by the next :meth:`ActivationStore.create`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +47,18 @@ from zarr.codecs import ZstdCodec
 
 from deepprofile.errors import (
     CorruptStoreError,
+    DeepProfileError,
     MissingFileError,
     StoreMismatchError,
     UnknownLayerError,
 )
+from deepprofile.locking import pid_alive
+from deepprofile.testhooks import kill_point
 
 FORMAT_VERSION = 1
 _META = "deepprofile"
 _SIDE_ARRAYS = ("labels", "predictions", "indices", "logits")
+_CAPTURE_METADATA = ("model", "weights_hash", "dataset", "class_names")  # written by capture
 
 
 def _digest(block: np.ndarray) -> int:
@@ -52,6 +68,96 @@ def _digest(block: np.ndarray) -> int:
 def _canonical(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config as plain JSON types, so stored and new configs compare equal."""
     return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@contextmanager
+def _format_guard(path: Path, what: str) -> Iterator[None]:
+    """Turn any error of the storage layer (Zarr, codecs, bad attributes) into a
+    one-line :class:`CorruptStoreError`; deepprofile's own errors pass through."""
+    try:
+        yield
+    except DeepProfileError:
+        raise
+    except Exception as exc:
+        raise CorruptStoreError(
+            f"The activation store at {path} is damaged ({what}: {_one_line(exc)}). "
+            "Capture again with --overwrite."
+        ) from exc
+
+
+def _temp_name(path: Path, kind: str) -> Path:
+    return path.parent / f".{path.name}.{kind}-{os.getpid()}"
+
+
+def clean_leftovers(path: str | Path) -> list[Path]:
+    """Delete temporary folders of ``path`` left by killed processes (creating/removing).
+
+    Folders of a process that is still alive are kept. Returns what was deleted.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for kind in ("creating", "removing"):
+        for tmp in path.parent.glob(f".{path.name}.{kind}-*"):
+            try:
+                pid = int(tmp.name.rsplit("-", 1)[1])
+            except ValueError:
+                continue
+            if pid != os.getpid() and pid_alive(pid):
+                continue
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def remove_store(path: str | Path) -> None:
+    """Delete a store atomically: rename it aside, then delete the renamed folder."""
+    path = Path(path)
+    aside = _temp_name(path, "removing")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.rename(path, aside)
+    kill_point("overwrite-removal")
+    shutil.rmtree(aside)
+
+
+def _check_meta(meta: Any, path: Path) -> None:
+    """Raise :class:`CorruptStoreError` unless the store attributes are well formed."""
+    def bad(what: str) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"The activation store at {path} has damaged metadata ({what}). "
+            "Capture again with --overwrite."
+        )
+
+    if not isinstance(meta, dict) or not meta:
+        raise bad("empty or not an object")
+    if meta.get("format") != FORMAT_VERSION:
+        raise CorruptStoreError(
+            f"Store {path} has format {meta.get('format')!r}; this deepprofile reads "
+            f"format {FORMAT_VERSION}. Capture again with this version."
+        )
+    for key in ("n_samples", "num_classes", "chunk_size"):
+        value = meta.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad(f"{key} is {value!r}, not a positive integer")
+    for key, kind in (("config", dict), ("layers", dict), ("layer_order", list),
+                      ("metadata", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise bad(f"{key} is missing or not a {kind.__name__}")
+    if sorted(meta["layer_order"]) != sorted(meta["layers"]):
+        raise bad("layer_order does not match layers")
+    for name, info in meta["layers"].items():
+        ok = (isinstance(info, dict) and isinstance(info.get("reduction"), str)
+              and all(isinstance(info.get(k), list) and all(isinstance(d, int) for d in info[k])
+                      for k in ("stored_shape", "output_shape")))
+        if not ok:
+            raise bad(f"layer {name!r} has no valid reduction/stored_shape/output_shape")
 
 
 class ActivationStore:
@@ -66,6 +172,7 @@ class ActivationStore:
         self._group = group
         self.verify = verify
         self._verified: set[str] = set()
+        self._layout_checked = False
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -90,9 +197,10 @@ class ActivationStore:
         """
         path = Path(path)
         config = _canonical({**config, "n_samples": n_samples, "chunk_size": chunk_size})
+        clean_leftovers(path)
         if path.exists():
             if overwrite:
-                shutil.rmtree(path)
+                remove_store(path)
             else:
                 store = cls.open(path, verify=False)
                 diff = _config_diff(store.config, config)
@@ -103,7 +211,11 @@ class ActivationStore:
                         "(--overwrite / overwrite=True)."
                     )
                 return store
-        group = zarr.open_group(str(path), mode="w")
+        tmp = _temp_name(path, "creating")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        group = zarr.open_group(str(tmp), mode="w")
+        kill_point("store-created")
         compressor = ZstdCodec(level=1, checksum=True)
         n_chunks = -(-n_samples // chunk_size)
 
@@ -145,7 +257,9 @@ class ActivationStore:
             "chunk_size": chunk_size,
             "metadata": _canonical(metadata or {}),
         }
-        return cls(path, group)
+        kill_point("store-metadata")
+        os.rename(tmp, path)
+        return cls.open(path)
 
     @classmethod
     def open(cls, path: str | Path, verify: bool = True) -> ActivationStore:
@@ -164,20 +278,17 @@ class ActivationStore:
             ) from exc
         except Exception as exc:  # zarr raises several types for unreadable metadata
             raise CorruptStoreError(
-                f"Cannot read the activation store at {path}: {exc}. It is damaged or not a "
-                "store; capture again with --overwrite."
+                f"Cannot read the activation store at {path}: {_one_line(exc)}. It is damaged "
+                "or not a store; capture again with --overwrite."
             ) from exc
-        if meta.get("format") != FORMAT_VERSION:
-            raise CorruptStoreError(
-                f"Store {path} has format {meta.get('format')!r}; this deepprofile reads "
-                f"format {FORMAT_VERSION}. Capture again with this version."
-            )
+        _check_meta(meta, path)
         return cls(path, group, verify=verify)
 
     # -- metadata ---------------------------------------------------------------
     @property
     def _meta(self) -> dict[str, Any]:
-        return self._group.attrs[_META]
+        with _format_guard(self.path, "metadata"):
+            return self._group.attrs[_META]
 
     @property
     def config(self) -> dict[str, Any]:
@@ -215,7 +326,123 @@ class ActivationStore:
 
     def done_chunks(self) -> np.ndarray:
         """Boolean flag per chunk: committed (arrays and digests written)."""
-        return self._group["chunks_done"][...].astype(bool)
+        with _format_guard(self.path, "chunks_done"):
+            flags = self._group["chunks_done"][...]
+            if flags.shape != (self.n_chunks,):
+                raise CorruptStoreError(
+                    f"The activation store at {self.path} is damaged (chunks_done has shape "
+                    f"{flags.shape}, expected ({self.n_chunks},)). Capture again with --overwrite."
+                )
+        return flags.astype(bool)
+
+    def _digests(self, key: str) -> np.ndarray:
+        with _format_guard(self.path, f"digests of {key!r}"):
+            digests = self._group[f"digests/{key}"][...]
+        if digests.shape != (self.n_chunks,):
+            raise CorruptStoreError(
+                f"The activation store at {self.path} is damaged (digests of {key!r} have "
+                f"shape {digests.shape}, expected ({self.n_chunks},)). Capture again with "
+                "--overwrite."
+            )
+        return digests
+
+    def array_keys(self) -> list[str]:
+        """Every data array of the store: layers first, then labels, predictions, ..."""
+        return [f"layers/{name}" for name in self.layers] + list(_SIDE_ARRAYS)
+
+    def _expected_shape(self, key: str) -> tuple[int, ...]:
+        if key.startswith("layers/"):
+            per = tuple(self._layer_meta(key[len("layers/"):])["stored_shape"])
+        elif key == "logits":
+            per = (self.num_classes,)
+        else:
+            per = ()
+        return (self.n_samples, *per)
+
+    def check_layout(self) -> None:
+        """Check every array exists with the shape and chunking the metadata says.
+
+        Cheap (array metadata only); an edited or deleted array raises
+        :class:`~deepprofile.errors.CorruptStoreError`.
+        """
+        if self._layout_checked:
+            return
+        for key in self.array_keys():
+            with _format_guard(self.path, f"array {key!r}"):
+                arr = self._group[key]
+                shape, chunks = tuple(arr.shape), tuple(arr.chunks)
+            expected = self._expected_shape(key)
+            if shape != expected or chunks != (self.chunk_size, *expected[1:]):
+                raise CorruptStoreError(
+                    f"The activation store at {self.path} is damaged: array {key!r} has shape "
+                    f"{shape} (chunks {chunks}), its metadata says {expected} (chunks "
+                    f"{(self.chunk_size, *expected[1:])}). Capture again with --overwrite."
+                )
+            self._digests(key)
+        self._layout_checked = True
+
+    def verify_all(self, chunk_ids: Iterable[int] | None = None) -> None:
+        """Read every array chunk by chunk and check it against its digest.
+
+        ``chunk_ids`` limits the check (e.g. to the committed chunks of an unfinished
+        store). Any missing, altered or unreadable chunk raises
+        :class:`~deepprofile.errors.CorruptStoreError`; memory stays one chunk.
+        """
+        self.check_layout()
+        ids = np.flatnonzero(self.done_chunks()) if chunk_ids is None else list(chunk_ids)
+        for key in self.array_keys():
+            digests = self._digests(key)
+            for chunk_id in ids:
+                start, stop = self.chunk_bounds(int(chunk_id))
+                with _format_guard(self.path, f"chunk {chunk_id} of {key!r}"):
+                    block = self._group[key][start:stop]
+                if _digest(block) != int(digests[chunk_id]):
+                    raise CorruptStoreError(
+                        f"Chunk {chunk_id} of {key!r} in {self.path} does not match its "
+                        "checksum (missing or altered file). Capture again with --overwrite."
+                    )
+
+    def fingerprint(self) -> str:
+        """A content identity of the finished store: its configuration and every digest.
+
+        Equal for byte-identical captures (an interrupted one resumed, or the same
+        capture repeated), different as soon as any stored chunk differs.
+        """
+        saved = self.metadata.get("fingerprint")
+        if isinstance(saved, str) and saved:
+            return saved
+        return self._compute_fingerprint()
+
+    def _compute_fingerprint(self) -> str:
+        h = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
+        for key in self.array_keys():
+            h.update(key.encode())
+            h.update(self._digests(key).astype("<u4").tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What results record to say which store they were computed from."""
+        return {
+            "store": self.path.name,
+            "weights_hash": self.metadata.get("weights_hash"),
+            "fingerprint": self.fingerprint() if self.is_complete else None,
+        }
+
+    def check_provenance(self) -> None:
+        """Raise :class:`CorruptStoreError` unless the provenance a capture records is there
+        (model, weights hash, dataset, class names); called before a capture trusts a store."""
+        missing = [k for k in _CAPTURE_METADATA if k not in self.metadata]
+        if missing:
+            raise CorruptStoreError(
+                f"The activation store at {self.path} has damaged metadata (provenance lacks "
+                f"{', '.join(missing)}). Capture again with --overwrite."
+            )
+
+    def finalize(self) -> None:
+        """Record accuracy and fingerprint once every chunk is committed."""
+        self._read_guard()
+        self.set_metadata(accuracy=self.accuracy, fingerprint=self._compute_fingerprint())
 
     def pending_chunks(self) -> list[int]:
         """Ids of the chunks still to capture, in order."""
@@ -292,23 +519,20 @@ class ActivationStore:
                 f"The store at {self.path} is incomplete: {self.completed} of {self.n_samples} "
                 "samples were captured. Run the same capture command again to resume."
             )
+        self.check_layout()
 
     def _read(self, key: str) -> np.ndarray:
         self._read_guard()
-        try:
+        with _format_guard(self.path, f"array {key!r}"):
             data = self._group[key][...]
-        except Exception as exc:
-            raise CorruptStoreError(
-                f"Cannot read {key!r} from the store at {self.path}: {exc}. The store is "
-                "damaged; capture again with --overwrite."
-            ) from exc
-        if self.verify and key not in self._verified:
+        # labels, indices, ... are small and decide what every analysis means: always check
+        if (self.verify or not key.startswith("layers/")) and key not in self._verified:
             self._check_digests(key, data)
             self._verified.add(key)
         return data
 
     def _check_digests(self, key: str, data: np.ndarray) -> None:
-        digests = self._group[f"digests/{key}"][...]
+        digests = self._digests(key)
         for chunk_id, expected in enumerate(digests):
             block = data[chunk_id * self.chunk_size : (chunk_id + 1) * self.chunk_size]
             if _digest(block) != int(expected):
@@ -325,15 +549,10 @@ class ActivationStore:
         self._read_guard()
         key = f"layers/{name}"
         step = max(1, (batch_size or self.chunk_size) // self.chunk_size) * self.chunk_size
-        digests = self._group[f"digests/{key}"][...]
+        digests = self._digests(key)
         for start in range(0, self.n_samples, step):
-            try:
+            with _format_guard(self.path, f"{key!r} rows {start}:{start + step}"):
                 block = self._group[key][start : start + step]
-            except Exception as exc:
-                raise CorruptStoreError(
-                    f"Cannot read {key!r} rows {start}:{start + step} from {self.path}: {exc}. "
-                    "The store is damaged; capture again with --overwrite."
-                ) from exc
             if self.verify:
                 for offset in range(0, len(block), self.chunk_size):
                     chunk_id = (start + offset) // self.chunk_size

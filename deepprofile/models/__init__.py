@@ -4,6 +4,7 @@ from deepprofile.models.fit import check_finite, check_forward, guess_architectu
 from deepprofile.models.registry import (
     ARCHITECTURES,
     ModelInfo,
+    arch_spec,
     build_model,
     extract_state_dict,
     load_model,
@@ -16,7 +17,7 @@ from deepprofile.models.runs import load_run_model, run_model_spec
 from deepprofile.models.small import ResidualBlock, SmallResNet
 
 __all__ = [
-    "ARCHITECTURES", "ModelInfo", "ResidualBlock", "SmallResNet", "build_model",
+    "ARCHITECTURES", "ModelInfo", "ResidualBlock", "SmallResNet", "arch_spec", "build_model",
     "check_finite", "check_forward", "extract_state_dict", "guess_architecture", "load_model",
     "load_run_model", "load_weights", "register_model", "resolve_device", "run_model_spec",
     "save_checkpoint",

@@ -64,6 +64,10 @@ class ModelInfo:
         return asdict(self)
 
 
+#: Attribute :func:`build_model` sets on the models it builds: the constructor call.
+ARCH_ATTRIBUTE = "_deepprofile_arch"
+
+
 def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
     """Register a user architecture so checkpoints and the CLI can name it."""
     ARCHITECTURES[name] = builder
@@ -78,7 +82,19 @@ def build_model(name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
             + (f" Did you mean: {', '.join(close)}?" if close else "")
             + f" Known: {', '.join(sorted(ARCHITECTURES))}."
         )
-    return ARCHITECTURES[name](num_classes=num_classes, **kwargs)
+    model = ARCHITECTURES[name](num_classes=num_classes, **kwargs)
+    # Remember the constructor call, so a random-init baseline can rebuild the architecture
+    # with its own initialisation (see deepprofile.spectral.baseline).
+    setattr(model, ARCH_ATTRIBUTE, {
+        "arch": name, "num_classes": int(num_classes), "arch_kwargs": dict(kwargs)})
+    return model
+
+
+def arch_spec(model: nn.Module) -> dict[str, Any] | None:
+    """``{"arch", "num_classes", "arch_kwargs"}`` of a model made by :func:`build_model`
+    (``None`` for a model built some other way)."""
+    spec = getattr(model, ARCH_ATTRIBUTE, None)
+    return None if spec is None else {**spec, "arch_kwargs": dict(spec["arch_kwargs"])}
 
 
 def save_checkpoint(

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the self-contained HTML report of RUN_DIR from its results (recomputes
         nothing) and print its path."""
-        from deepprofile.report.build import build_report
+        from deepprofile.report.page import build_report
 
         path = build_report(run_dir, output, title=title, strict=strict)
         typer.echo(str(path))
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         matching, mapper graph distances, weight spectra and principal angles; writes
         OUT/results/compare.json and a comparison report, and prints the report's path."""
         from deepprofile.compare import compare_runs, summarize_comparison
-        from deepprofile.report.build import build_comparison_report
+        from deepprofile.report.page import build_comparison_report
 
         folder = out_dir or run_a.parent / f"compare_{run_a.name}_vs_{run_b.name}"
         result = compare_runs(run_a, run_b, folder, quiet=quiet, layers=layer or None,

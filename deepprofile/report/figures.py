@@ -109,6 +109,31 @@ def legend_top(fig: Any) -> Any:
     return fig
 
 
+MAX_TICK_LABELS = 18
+"""Most category labels drawn on a layer axis: beyond it every k-th layer is labelled
+(all remain in the hover), so 54 layer names do not collide in a half-width figure."""
+
+
+def layer_ticks(names: Sequence[str], max_labels: int = MAX_TICK_LABELS) -> dict[str, Any]:
+    """Axis settings for a categorical axis of (escaped) layer ``names``: every name when
+    there are few, else every k-th one (first and last always), vertical and smaller."""
+    names = list(names)
+    n = len(names)
+    if n <= max_labels:
+        return {"type": "category"}
+    k = math.ceil(n / max_labels)
+    keep = list(range(0, n, k))
+    if keep[-1] != n - 1:
+        if n - 1 - keep[-1] < k / 2:
+            keep[-1] = n - 1
+        else:
+            keep.append(n - 1)
+    vals = [names[i] for i in keep]
+    # vertical: labels one tick apart (>= 20 px in a half-width figure) never touch
+    return {"type": "category", "tickmode": "array", "tickvals": vals, "ticktext": vals,
+            "tickangle": -90, "tickfont": {"size": 10}}
+
+
 def _none_to_nan(values: Sequence[Any]) -> list[float]:
     return [float("nan") if v is None else float(v) for v in values]
 
@@ -139,9 +164,12 @@ def heatmap(
     ))
     fig.update_layout(shapes=mark_shapes(marks))
     fig.update_layout(title={"text": esc(title)} if title else None)
-    fig.update_xaxes(type="category", title_text=esc(col_title), tickangle=-30, showgrid=False)
-    fig.update_yaxes(type="category", title_text=esc(row_title), autorange="reversed",
-                     showgrid=False)
+    fig.update_xaxes(title_text=esc(col_title), showgrid=False,
+                     **{"tickangle": -30, **layer_ticks(cols_e)})
+    yticks = layer_ticks(rows_e)
+    yticks.pop("tickangle", None)
+    fig.update_yaxes(title_text=esc(row_title), autorange="reversed", showgrid=False,
+                     **yticks)
     return fig
 
 
@@ -199,7 +227,7 @@ def lines_by_layer(
         ))
     fig.update_layout(title={"text": esc(title)} if title else None)
     legend_top(fig)
-    fig.update_xaxes(type="category", title_text="layer (input → output)")
+    fig.update_xaxes(title_text="layer (input → output)", **layer_ticks(x))
     fig.update_yaxes(title_text=esc(ytitle), range=yrange, type="log" if log_y else None,
                      exponentformat="power")
     return fig
@@ -264,8 +292,10 @@ def capture_activity(layers: Sequence[Mapping[str, Any]]) -> Any:
                          name="saturated units", marker_color=color(1)))
     fig.update_layout(barmode="group")
     legend_top(fig)
-    fig.update_xaxes(type="category", title_text="layer (input → output)")
-    fig.update_yaxes(title_text="fraction", rangemode="tozero", tickformat=".0%")
+    fig.update_xaxes(title_text="layer (input → output)", **layer_ticks(x))
+    # two significant digits ("0.12%", "50%"): ".0%" printed every tick of small
+    # fractions as "0%"
+    fig.update_yaxes(title_text="fraction", rangemode="tozero", tickformat=".2~p")
     return fig
 
 
@@ -278,7 +308,8 @@ def capture_unit_spread(layers: Sequence[Mapping[str, Any]]) -> Any:
         std = std[std > 0]
         fig.add_trace(go.Box(y=std, name=esc(r["layer"]), marker_color=color(i),
                              boxpoints="outliers", showlegend=False))
-    fig.update_xaxes(type="category", title_text="layer (input → output)")
+    fig.update_xaxes(title_text="layer (input → output)",
+                     **layer_ticks([esc(r["layer"]) for r in layers]))
     fig.update_yaxes(title_text="std of a unit across samples", type="log",
                      exponentformat="power")
     return fig
@@ -450,66 +481,194 @@ def singular_value_spectra(spectra: Mapping[str, np.ndarray],
 def esd_panels(layers: Sequence[Mapping[str, Any]], max_cols: int = 3) -> Any:
     """Histogram of each layer's eigenvalues of W Wᵀ/n on log-spaced bins (density), the
     fitted Marchenko-Pastur density (orange) and the power-law tail fit from x_min (red,
-    dashed); the MP bulk edge λ+ as a dotted vertical line."""
-    go = _go()
-    from deepprofile.spectral.rmt import mp_pdf  # the spectral helper's MP law
-
+    dashed); the MP bulk edge λ+ as a dotted vertical line. One panel per layer: for many
+    layers use :func:`esd_picker`."""
     rows, cols = grid_shape(len(layers), max_cols)
     fig = _subplots(rows=rows, cols=cols, subplot_titles=[esc(r["layer"]) for r in layers],
                     horizontal_spacing=0.07, vertical_spacing=0.14)
     legend_done = False
     for i, lay in enumerate(layers):
         r, c = i // cols + 1, i % cols + 1
-        eig = _finite(lay["eigenvalues"])
-        eig = eig[eig > 0]
-        if eig.size == 0:
+        traces, notes = _esd_traces(lay, show_legend=not legend_done)
+        if not traces:
             continue
-        lo, hi = float(eig.min()), float(eig.max())
-        if hi <= lo:
-            hi = lo * 1.01 + 1e-12
-        edges = np.geomspace(lo * 0.98, hi * 1.02, max(8, min(40, eig.size // 2)))
-        counts, _ = np.histogram(eig, bins=edges)
-        dens = counts / (eig.size * np.diff(edges))
-        mids = np.sqrt(edges[:-1] * edges[1:])
-        fig.add_trace(go.Bar(x=mids, y=dens, width=np.diff(edges), name="ESD",
-                             legendgroup="esd", showlegend=not legend_done,
-                             marker={"color": "#9ecae1", "line": {"width": 0}},
-                             hovertemplate="λ≈%{x:.3g}: density %{y:.3g}<extra></extra>"),
-                      row=r, col=c)
-        mp = lay.get("mp")
-        if mp:
-            xs = np.geomspace(max(lo * 0.98, 1e-12), hi * 1.02, 200)
-            ys = mp_pdf(xs, mp["q"], mp["sigma2"])
-            ys = np.where(ys > 0, ys, np.nan)
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="Marchenko-Pastur fit",
-                                     legendgroup="mp", showlegend=not legend_done,
-                                     line={"color": "#ff7f0e", "width": 2}), row=r, col=c)
-            fig.add_vline(x=mp["lambda_plus"], line={"color": "#ff7f0e", "dash": "dot",
-                                                     "width": 1}, row=r, col=c)
-        pl = lay.get("power_law")
-        if pl and pl.get("alpha") and pl.get("xmin"):
-            a, xmin = float(pl["alpha"]), float(pl["xmin"])
-            tail = eig[eig >= xmin]
-            frac = tail.size / eig.size
-            xs = np.geomspace(xmin, hi * 1.02, 50)
-            ys = frac * (a - 1) / xmin * (xs / xmin) ** (-a)
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines",
-                                     name="power-law tail fit", legendgroup="pl",
-                                     showlegend=not legend_done,
-                                     line={"color": "#d62728", "width": 2, "dash": "dash"}),
-                          row=r, col=c)
-            fig.add_annotation(text=f"α={a:.2f}", x=1, y=1, xref="x domain", yref="y domain",
+        for t in traces:
+            fig.add_trace(t, row=r, col=c)
+        if notes["lambda_plus"] is not None:
+            fig.add_vline(x=notes["lambda_plus"], line={"color": "#ff7f0e", "dash": "dot",
+                                                        "width": 1}, row=r, col=c)
+        if notes["alpha"] is not None:
+            fig.add_annotation(text=notes["alpha"], x=1, y=1, xref="x domain", yref="y domain",
                                xanchor="right", yanchor="top", showarrow=False,
                                font={"size": 11, "color": "#d62728"}, row=r, col=c)
-        legend_done = legend_done or bool(mp)
+        legend_done = legend_done or notes["lambda_plus"] is not None
         fig.update_xaxes(type="log", nticks=4, tickangle=0, exponentformat="power",
                          row=r, col=c)
         fig.update_yaxes(type="log", nticks=4, exponentformat="power", row=r, col=c)
-    fig.update_xaxes(title_text="eigenvalue λ")
+    fig.update_xaxes(title_text="eigenvalue λ of W Wᵀ / n (normalised)")
     fig.update_yaxes(title_text="density")
     fig.update_layout(height=240 * rows + 80, bargap=0,
                       legend={"orientation": "h", "y": -0.08 if rows > 2 else -0.2, "x": 0},
                       margin={"t": 40, "b": 60})
+    return fig
+
+
+def _esd_traces(lay: Mapping[str, Any], show_legend: bool) -> tuple[list[Any], dict]:
+    """The ESD bars, MP density and power-law tail of one layer, and its annotations
+    (``{"alpha": text or None, "lambda_plus": edge or None}``)."""
+    go = _go()
+    from deepprofile.spectral.rmt import mp_pdf  # the spectral helper's MP law
+
+    eig = _finite(lay.get("eigenvalues") or [])
+    eig = eig[eig > 0]
+    traces: list[Any] = []
+    notes: dict[str, Any] = {"alpha": None, "lambda_plus": None}
+    if eig.size == 0:
+        return traces, notes
+    lo, hi = float(eig.min()), float(eig.max())
+    if hi <= lo:
+        hi = lo * 1.01 + 1e-12
+    edges = np.geomspace(lo * 0.98, hi * 1.02, max(8, min(40, eig.size // 2)))
+    counts, _ = np.histogram(eig, bins=edges)
+    dens = counts / (eig.size * np.diff(edges))
+    mids = np.sqrt(edges[:-1] * edges[1:])
+    traces.append(go.Bar(x=mids, y=dens, width=np.diff(edges), name="ESD", legendgroup="esd",
+                         showlegend=show_legend,
+                         marker={"color": "#9ecae1", "line": {"width": 0}},
+                         hovertemplate="λ≈%{x:.3g}: density %{y:.3g}<extra></extra>"))
+    mp = lay.get("mp")
+    if mp:
+        xs = np.geomspace(max(lo * 0.98, 1e-12), hi * 1.02, 120)
+        ys = mp_pdf(xs, mp["q"], mp["sigma2"])
+        traces.append(go.Scatter(x=xs, y=np.where(ys > 0, ys, np.nan), mode="lines",
+                                 name="Marchenko-Pastur fit", legendgroup="mp",
+                                 showlegend=show_legend, line={"color": "#ff7f0e", "width": 2}))
+        notes["lambda_plus"] = float(mp["lambda_plus"])
+    pl = lay.get("power_law")
+    if pl and pl.get("alpha") and pl.get("xmin"):
+        a, xmin = float(pl["alpha"]), float(pl["xmin"])
+        frac = eig[eig >= xmin].size / eig.size
+        xs = np.geomspace(xmin, hi * 1.02, 50)
+        traces.append(go.Scatter(x=xs, y=frac * (a - 1) / xmin * (xs / xmin) ** (-a),
+                                 mode="lines", name="power-law tail fit", legendgroup="pl",
+                                 showlegend=show_legend,
+                                 line={"color": "#d62728", "width": 2, "dash": "dash"}))
+        notes["alpha"] = f"α={a:.2f}"
+    return traces, notes
+
+
+def esd_picker(layers: Sequence[Mapping[str, Any]]) -> Any:
+    """:func:`esd_panels` for many layers: one panel and a drop-down over *every* layer
+    (its ESD, MP fit and edge, power-law tail), so no layer is left out of the page."""
+    go = _go()
+    fig = go.Figure()
+    groups: list[tuple[int, int]] = []
+    notes = []
+    for i, lay in enumerate(layers):
+        traces, note = _esd_traces(lay, show_legend=True)
+        start = len(fig.data)
+        for t in traces:
+            t.visible = i == 0
+            fig.add_trace(t)
+        groups.append((start, len(fig.data)))
+        notes.append(note)
+
+    def decorations(i: int) -> tuple[list[dict], list[dict]]:
+        note = notes[i]
+        shapes = [] if note["lambda_plus"] is None else [{
+            "type": "line", "xref": "x", "yref": "paper", "x0": note["lambda_plus"],
+            "x1": note["lambda_plus"], "y0": 0, "y1": 1,
+            "line": {"color": "#ff7f0e", "dash": "dot", "width": 1}}]
+        anns = [] if note["alpha"] is None else [{
+            "text": note["alpha"], "x": 1, "y": 1, "xref": "paper", "yref": "paper",
+            "xanchor": "right", "yanchor": "top", "showarrow": False,
+            "font": {"size": 12, "color": "#d62728"}}]
+        return shapes, anns
+
+    buttons = []
+    for i, lay in enumerate(layers):
+        visible = [False] * len(fig.data)
+        for j in range(*groups[i]):
+            visible[j] = True
+        shapes, anns = decorations(i)
+        buttons.append({"label": esc(lay["layer"]), "method": "update",
+                        "args": [{"visible": visible},
+                                 {"shapes": shapes, "annotations": anns,
+                                  "xaxis.autorange": True, "yaxis.autorange": True}]})
+    shapes, anns = decorations(0) if layers else ([], [])
+    fig.update_layout(
+        shapes=shapes, annotations=anns, bargap=0,
+        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left",
+                      "y": 1.02, "yanchor": "bottom", "showactive": True,
+                      "pad": {"t": 0, "b": 0}}],
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
+                "yanchor": "bottom"},
+        margin={"t": 60})
+    fig.update_xaxes(type="log", exponentformat="power", title_text="eigenvalue λ")
+    fig.update_yaxes(type="log", exponentformat="power", title_text="density")
+    return fig
+
+
+def _sv(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def singular_value_summary(names: Sequence[str], spectra: Mapping[str, Any],
+                           random: Mapping[str, Any] | None = None) -> Any:
+    """By depth: the largest, median and smallest singular value of each layer (trained:
+    solid; random init: dashed), one line each, on a log axis."""
+    random = random or {}
+    series: dict[str, list[float | None]] = {}
+    for label, pick in (("largest", np.max), ("median", np.median), ("smallest", np.min)):
+        series[f"{label} (trained)"] = [float(pick(_sv(spectra[n]))) if n in spectra
+                                        and _sv(spectra[n]).size else None for n in names]
+        if random:
+            series[f"{label} (random init)"] = [
+                float(pick(_sv(random[n]))) if n in random and _sv(random[n]).size else None
+                for n in names]
+    fig = lines_by_layer(names, series, ytitle="singular value", log_y=True,
+                         dashed=[k for k in series if "random" in k])
+    for trace in fig.data:  # same colour for trained and random of one statistic
+        base = trace.name.split(" (")[0]
+        trace.line.color = color(["largest", "median", "smallest"].index(base))
+    return fig
+
+
+def singular_value_picker(spectra: Mapping[str, Any],
+                          random: Mapping[str, Any] | None = None) -> Any:
+    """One layer's singular values in decreasing order (log-log), trained and (dotted)
+    random init, with a drop-down over every layer."""
+    go = _go()
+    random = random or {}
+    fig = go.Figure()
+    groups = []
+    for i, (name, sv) in enumerate(spectra.items()):
+        start = len(fig.data)
+        sv = _sv(sv)
+        fig.add_trace(go.Scatter(x=np.arange(1, len(sv) + 1), y=sv, mode="lines",
+                                 name="trained", visible=i == 0,
+                                 line={"color": color(0), "width": 2}))
+        if name in random:
+            rv = _sv(random[name])
+            fig.add_trace(go.Scatter(x=np.arange(1, len(rv) + 1), y=rv, mode="lines",
+                                     name="random init", visible=i == 0,
+                                     line={"color": color(1), "width": 1.5, "dash": "dot"}))
+        groups.append((name, start, len(fig.data)))
+    buttons = []
+    for name, start, end in groups:
+        visible = [start <= j < end for j in range(len(fig.data))]
+        buttons.append({"label": esc(name), "method": "update",
+                        "args": [{"visible": visible},
+                                 {"xaxis.autorange": True, "yaxis.autorange": True}]})
+    fig.update_layout(
+        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left",
+                      "y": 1.02, "yanchor": "bottom", "showactive": True,
+                      "pad": {"t": 0, "b": 0}}],
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
+                "yanchor": "bottom"},
+        margin={"t": 60})
+    fig.update_xaxes(title_text="index (largest first)", type="log")
+    fig.update_yaxes(title_text="singular value", type="log", exponentformat="power")
     return fig
 
 
@@ -622,7 +781,7 @@ def paired_bars(labels: Sequence[str], a: Sequence[float | None], b: Sequence[fl
     ])
     fig.update_layout(barmode="group")
     legend_top(fig)
-    fig.update_xaxes(type="category", tickangle=-30)
+    fig.update_xaxes(**{"tickangle": -30, **layer_ticks(x)})
     fig.update_yaxes(title_text=esc(ytitle), type="log" if log_y else None)
     return fig
 
@@ -641,7 +800,7 @@ def angle_bars(labels: Sequence[str], mean: Sequence[float], lo: Sequence[float]
         go.Scatter(x=x, y=list(random), mode="markers", name="random subspaces",
                    marker={"color": "#555", "symbol": "diamond", "size": 10}),
     ])
-    fig.update_xaxes(type="category", tickangle=-30)
+    fig.update_xaxes(**{"tickangle": -30, **layer_ticks(x)})
     fig.update_yaxes(title_text="angle (degrees)", range=[0, 92])
     legend_top(fig)
     return fig

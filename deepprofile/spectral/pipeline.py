@@ -1,7 +1,8 @@
 """The spectral analysis of a model in one call: :func:`run_spectral` and its summary lines.
 
 ``run_spectral`` computes, for every Conv/Linear layer, the SVD and random-matrix figures of the
-trained weights and of a seeded random-init copy side by side; on a dataset, projections,
+trained weights and of a seeded random-init baseline (a fresh instance of the architecture)
+side by side; on a dataset, projections,
 influential singular vectors and class hypergraphs for a few convolution layers, and their
 exact operator spectra (circular padding, at the input size seen). It writes
 ``RUN_DIR/results/spectral.json`` and returns a :class:`SpectralResult`.
@@ -212,7 +213,7 @@ def run_spectral(
 
     ana = WeightSpectrumAnalyzer(
         weight_layers, compare_random_init=compare_random_init, n_bootstrap=n_bootstrap,
-        seed=seed, quiet=quiet,
+        seed=seed, quiet=quiet, model_info=model_info,
     ).fit(model)
     projections: dict[str, LayerProjection] = {}
     hypergraphs: dict[str, ClassHypergraph] = {}
@@ -274,6 +275,8 @@ def run_spectral(
             "compare_random_init": compare_random_init, "n_bootstrap": n_bootstrap,
             "shared_fraction": shared_fraction, "min_tail": ana.min_tail,
             "min_eigenvalues": ana.min_eigenvalues, "projection_sources": sources,
+            "random_init_baseline": (None if ana.baseline_ is None
+                                     else ana.baseline_.to_dict()),
         },
         trained=ana.result_, random_init=ana.random_init_, projections=projections,
         hypergraphs=hypergraphs, operator=operator, model_info=dict(model_info or {}),
@@ -301,6 +304,10 @@ def summarize_spectral(result: SpectralResult) -> str:
         f"{_fmt(result.trained.mean_alpha)}, random init "
         f"{_fmt(None if result.random_init is None else result.random_init.mean_alpha)}",
     ]
+    baseline = result.parameters.get("random_init_baseline") or {}
+    if baseline.get("fallback"):
+        lines.append(f"  random init used the modules' reset_parameters() (PyTorch's generic "
+                     f"init), not the architecture's own: {baseline.get('reason')}")
     if result.hypergraphs:
         p = result.parameters
         lines.append(

@@ -24,23 +24,34 @@ empirical spectral density (ESD) is the set of eigenvalues of ``X = W W^T / n``.
   used here (Praggastis et al.), so conv-layer numbers differ from WeightWatcher's.
 * **Spectral norm** ``s_max`` of ``W`` and **stable rank** ``||W||_F^2 / ||W||_2^2``.
 
-The same figures for a randomly initialised copy (:func:`random_init_copy`) show what training
-changed. The fits are implemented here (vectorised over all ``xmin`` candidates) rather than
-through the ``powerlaw`` package, which is not a dependency and fits one candidate at a time.
+The same figures for a random-init baseline show what training changed: a fresh instance of the
+same architecture built by its own constructor under a seed
+(:func:`deepprofile.spectral.baseline.random_init_baseline`); only for an unknown architecture
+are the modules' generic ``reset_parameters()`` used, and the result says so.
+
+Each layer stores both largest eigenvalues under names that say which:
+``lambda_max_normalised`` (of ``W W^T / n``, the ESD the fits use) and
+``lambda_max_unnormalised`` (of ``W W^T``, ``= s_max^2``, the one in alpha-hat), with ``n``.
+
+The fits are implemented here (vectorised over all ``xmin`` candidates) rather than through
+the ``powerlaw`` package, which is not a dependency and fits one candidate at a time.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import stats
 from torch import nn
 
+from deepprofile.spectral.baseline import (
+    InitBaseline,
+    random_init_baseline,
+    reset_parameters_copy,
+)
 from deepprofile.spectral.conv_svd import (
     get_module,
     gram_eigenvalues,
@@ -300,13 +311,18 @@ class LayerSpectrum:
     spectral_norm: float = 0.0
     frobenius_norm: float = 0.0
     stable_rank: float = 0.0
-    lambda_max: float = 0.0
+    lambda_max_normalised: float = 0.0
     mp: MPFit | None = None
     power_law: PowerLawFit | None = None
 
     @property
     def alpha(self) -> float | None:
         return None if self.power_law is None else self.power_law.alpha
+
+    @property
+    def lambda_max_unnormalised(self) -> float:
+        """Largest eigenvalue of ``W W^T`` (``= s_max^2``), the one alpha-hat uses."""
+        return float(self.spectral_norm ** 2)
 
     @property
     def alpha_weighted(self) -> float | None:
@@ -326,7 +342,11 @@ class LayerSpectrum:
             "matrix_shape": list(self.matrix_shape), "groups": self.groups, "p": self.p,
             "n": self.n, "eigenvalues": self.eigenvalues.tolist(),
             "spectral_norm": self.spectral_norm, "frobenius_norm": self.frobenius_norm,
-            "stable_rank": self.stable_rank, "lambda_max": self.lambda_max,
+            "stable_rank": self.stable_rank,
+            "lambda_max_normalised": self.lambda_max_normalised,
+            "lambda_max_unnormalised": self.lambda_max_unnormalised,
+            "lambda_max_normalisation": f"lambda_max_normalised = lambda_max_unnormalised / n, "
+                                        f"n = {self.n} (larger side of W)",
             "alpha": self.alpha, "alpha_weighted": self.alpha_weighted,
             "mp": None if self.mp is None else self.mp.to_dict(),
             "power_law": None if self.power_law is None else self.power_law.to_dict(),
@@ -341,7 +361,8 @@ class LayerSpectrum:
             eigenvalues=np.asarray(data["eigenvalues"], dtype=np.float64),
             spectral_norm=float(data["spectral_norm"]),
             frobenius_norm=float(data["frobenius_norm"]), stable_rank=float(data["stable_rank"]),
-            lambda_max=float(data["lambda_max"]),
+            lambda_max_normalised=float(data.get("lambda_max_normalised",
+                                                 data.get("lambda_max", 0.0))),
             mp=None if data.get("mp") is None else MPFit.from_dict(data["mp"]),
             power_law=(None if data.get("power_law") is None
                        else PowerLawFit.from_dict(data["power_law"])),
@@ -378,7 +399,7 @@ def layer_spectrum(
         matrix_shape=(int(d), int(g * cols)), groups=g, p=p, n=n, eigenvalues=eig,
         spectral_norm=float(np.sqrt(smax2)),
         frobenius_norm=float(np.sqrt(fro2)), stable_rank=fro2 / smax2 if smax2 > 0 else 0.0,
-        lambda_max=float(eig[-1]) if len(eig) else 0.0, mp=mp, power_law=pl,
+        lambda_max_normalised=float(eig[-1]) if len(eig) else 0.0, mp=mp, power_law=pl,
     )
 
 
@@ -429,24 +450,20 @@ class ModelSpectrum:
 def random_init_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     """A deep copy of ``model`` with every ``reset_parameters()`` called under a fixed seed.
 
-    The global RNG state is left untouched (``torch.random.fork_rng``), so calling this does
-    not change what the caller's later random draws are.
+    This is PyTorch's generic init, not the architecture's own: the analysis uses
+    :func:`~deepprofile.spectral.baseline.random_init_baseline`, which falls back to this
+    only for unknown architectures. The caller's RNG state is left untouched.
     """
-    clone = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in clone.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-    return clone
+    return reset_parameters_copy(model, seed)
 
 
 class WeightSpectrumAnalyzer:
     """Random-matrix analysis of every Conv/Linear layer of a model (estimator style).
 
     ``fit(model)`` sets ``result_`` (a :class:`ModelSpectrum`) and, with
-    ``compare_random_init``, ``random_init_`` (the same figures for a seeded random copy).
+    ``compare_random_init``, ``random_init_`` (the same figures for the random-init baseline,
+    see :func:`~deepprofile.spectral.baseline.random_init_baseline`; ``model_info`` names the
+    architecture when the model does not know it) and ``baseline_`` (how it was made).
 
     Example
     -------
@@ -464,6 +481,7 @@ class WeightSpectrumAnalyzer:
         n_bootstrap: int = 0,
         seed: int = 0,
         quiet: bool = True,
+        model_info: Mapping[str, Any] | None = None,
     ) -> None:
         self.layers = layers
         self.compare_random_init = compare_random_init
@@ -472,6 +490,7 @@ class WeightSpectrumAnalyzer:
         self.n_bootstrap = n_bootstrap
         self.seed = seed
         self.quiet = quiet
+        self.model_info = model_info
 
     def _params(self) -> dict[str, Any]:
         return {"min_tail": self.min_tail, "min_eigenvalues": self.min_eigenvalues,
@@ -479,7 +498,8 @@ class WeightSpectrumAnalyzer:
                 "normalisation": "W W^T / n, n = larger side", "alpha_weighted":
                 "alpha * log10(s_max^2), s_max^2 = largest eigenvalue of W W^T"}
 
-    def _analyse(self, model: nn.Module, names: list[str], label: str) -> ModelSpectrum:
+    def _analyse(self, model: nn.Module, names: list[str], label: str,
+                 **extra: Any) -> ModelSpectrum:
         from deepprofile.progress import progress_iter
         from deepprofile.provenance import weights_hash
 
@@ -492,16 +512,19 @@ class WeightSpectrumAnalyzer:
             ))
         return ModelSpectrum(
             model=type(model).__name__, weights_hash=weights_hash(model),
-            layers=tuple(layers), parameters={**self._params(), "weights": label},
+            layers=tuple(layers), parameters={**self._params(), "weights": label, **extra},
         )
 
     def fit(self, model: nn.Module) -> WeightSpectrumAnalyzer:
         self.layer_names_ = weight_layers(model, self.layers)
         self.result_ = self._analyse(model, self.layer_names_, "trained")
         self.random_init_ = None
+        self.baseline_: InitBaseline | None = None
         if self.compare_random_init:
-            clone = random_init_copy(model, self.seed)
-            self.random_init_ = self._analyse(clone, self.layer_names_, "random init")
+            clone, self.baseline_ = random_init_baseline(model, self.seed,
+                                                         model_info=self.model_info)
+            self.random_init_ = self._analyse(clone, self.layer_names_, "random init",
+                                              baseline=self.baseline_.to_dict())
         return self
 
 

@@ -163,16 +163,25 @@ class SensitivitySweep:
     The reduced cloud is not rescaled (``renormalize=False``), as in Purvine et al.; with
     ``renormalize=True`` it is rescaled to the original median pairwise distance, so only
     the change of shape counts.
+
+    Base and reduced diagrams use the same filtration: the base diagrams' cutoff (``thresh``
+    of the diagrams passed to :meth:`fit`, or the ``cutoff_quantile`` of the original cloud,
+    measured on a sample drawn with ``seed``) is applied to every reduced cloud too, so a
+    distance measures the change of the cloud, not a change of cutoff.
     """
 
     def __init__(self, k_values: Sequence[int] = (0, 1, 2, 4, 8, 16), *,
                  metric: str = "sliced_wasserstein", homology_dims: Sequence[int] = (0, 1),
-                 renormalize: bool = False, n_threads: int = 2, **metric_params: Any) -> None:
+                 renormalize: bool = False, n_threads: int = 2,
+                 cutoff_quantile: float | None = None, seed: int = 0,
+                 **metric_params: Any) -> None:
         self.k_values = tuple(int(k) for k in k_values)
         self.metric = metric
         self.homology_dims = tuple(homology_dims)
         self.renormalize = renormalize
         self.n_threads = n_threads
+        self.cutoff_quantile = cutoff_quantile
+        self.seed = seed
         self.metric_params = metric_params
 
     def fit(self, cloud: PointCloud, diagrams: Any = None) -> SensitivitySweep:
@@ -184,9 +193,14 @@ class SensitivitySweep:
         if len(ks) < 2:
             raise ShapeError(f"Cloud {cloud.layer!r} has dimension {cloud.dim}; the sweep "
                              f"needs at least two k values below it, got {self.k_values}.")
-        rips = VietorisRips(self.homology_dims, n_threads=self.n_threads)
         dist = DiagramDistance(self.metric, **self.metric_params)
-        base = diagrams if diagrams is not None else rips.compute(cloud)
+        if diagrams is None:
+            diagrams = VietorisRips(self.homology_dims, cutoff_quantile=self.cutoff_quantile,
+                                    seed=self.seed, n_threads=self.n_threads).compute(cloud)
+        base = diagrams
+        thresh = float(base.thresh)
+        rips = VietorisRips(self.homology_dims, thresh=None if np.isinf(thresh) else thresh,
+                            n_threads=self.n_threads)
         ref_scale = median_pairwise_distance(cloud.points) if self.renormalize else 1.0
         per_dim: dict[int, list[float]] = {d: [] for d in self.homology_dims}
         ckas = []
@@ -207,7 +221,9 @@ class SensitivitySweep:
             monotone={d: bool(np.all(np.diff(v) >= -1e-12)) for d, v in per_dim.items()},
             cka_spearman=_spearman(ks, [-c for c in ckas]),
             params={"renormalize": self.renormalize, **dist.params(),
-                    "homology_dims": list(self.homology_dims)},
+                    "homology_dims": list(self.homology_dims),
+                    "thresh": None if np.isinf(thresh) else thresh,
+                    "cutoff_quantile": self.cutoff_quantile},
         )
         return self
 

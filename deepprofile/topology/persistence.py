@@ -119,6 +119,9 @@ class VietorisRips:
         giotto-ph's edge collapse before the reduction (same diagrams).
     coeff:
         Prime field of coefficients (2).
+    seed:
+        Seed of the point sample on which ``cutoff_quantile`` is measured (clouds larger than
+        :func:`quantile_threshold`'s ``max_points``); the run's seed.
     n_threads:
         Threads giotto-ph uses inside one reduction.
 
@@ -129,7 +132,7 @@ class VietorisRips:
     def __init__(
         self, homology_dims: Sequence[int] = (0, 1), *, thresh: float | None = None,
         cutoff_quantile: float | None = None, collapse_edges: bool = False, coeff: int = 2,
-        n_threads: int = 2, quiet: bool = True,
+        n_threads: int = 2, quiet: bool = True, seed: int = 0,
     ) -> None:
         self.homology_dims = tuple(sorted({int(d) for d in homology_dims}))
         self.thresh = thresh
@@ -138,6 +141,7 @@ class VietorisRips:
         self.coeff = coeff
         self.n_threads = n_threads
         self.quiet = quiet
+        self.seed = seed
 
     def _check(self) -> None:
         if not self.homology_dims or min(self.homology_dims) < 0:
@@ -149,7 +153,8 @@ class VietorisRips:
         return {
             "homology_dims": list(self.homology_dims), "thresh": self.thresh,
             "cutoff_quantile": self.cutoff_quantile, "collapse_edges": self.collapse_edges,
-            "coeff": self.coeff, "n_threads": self.n_threads, "library": "giotto-ph",
+            "coeff": self.coeff, "n_threads": self.n_threads, "seed": self.seed,
+            "library": "giotto-ph",
             "filtration": "vietoris-rips", "metric": "euclidean",
         }
 
@@ -170,7 +175,7 @@ class VietorisRips:
             )
         thresh = float("inf") if self.thresh is None else float(self.thresh)
         if self.cutoff_quantile is not None:
-            thresh = quantile_threshold(points, self.cutoff_quantile)
+            thresh = quantile_threshold(points, self.cutoff_quantile, seed=self.seed)
         start = time.perf_counter()
         out = ripser_parallel(
             np.ascontiguousarray(points), maxdim=max(self.homology_dims), thresh=thresh,

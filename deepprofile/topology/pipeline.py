@@ -251,7 +251,7 @@ class TopologyAnalysis:
 
     def _rips(self) -> VietorisRips:
         return VietorisRips(self.homology, cutoff_quantile=self.cutoff_quantile,
-                            n_threads=self.n_threads, quiet=self.quiet)
+                            seed=self.seed, n_threads=self.n_threads, quiet=self.quiet)
 
     def clouds(self, source: Any) -> dict[str, PointCloud]:
         """The layer clouds of ``source`` (store, store path or run folder)."""
@@ -261,11 +261,28 @@ class TopologyAnalysis:
             quiet=self.quiet,
         )
 
-    def _cka(self, clouds_a: Mapping[str, PointCloud],
-             clouds_b: Mapping[str, PointCloud] | None = None) -> dict[str, np.ndarray]:
-        if self.cloud == "positions":  # CKA pairs one point per image; positions have k
+    def _cka(self, sources: Sequence[tuple[Any, Mapping[str, PointCloud]]]
+             ) -> dict[str, np.ndarray]:
+        """CKA matrices on the same images in every layer (of one or two models).
+
+        When the clouds do not share their images (``fps``), one random subsample of the
+        images all layers hold is drawn once and taken from every layer; ``cka_samples_``
+        records which images were used and how they were chosen.
+        """
+        from deepprofile.topology.cka_sample import own_sample_info, same_images, shared_cka_clouds
+
+        self.cka_samples_: dict[str, Any] | None = None
+        if self.cloud == "positions" or not self.cka:  # CKA pairs one point per image
             return {}
-        return {kind: cka_matrix(clouds_a, clouds_b, kind=kind, **(
+        groups = [clouds for _, clouds in sources]
+        if same_images(groups):
+            self.cka_samples_ = own_sample_info(groups)
+        else:
+            groups, self.cka_samples_ = shared_cka_clouds(
+                [(src, list(clouds)) for src, clouds in sources], kind=self.cloud,
+                n_points=self.n_points, normalize=self.normalize, seed=self.seed)
+        clouds_b = groups[1] if len(groups) > 1 else None
+        return {kind: cka_matrix(groups[0], clouds_b, kind=kind, **(
             {"seed": self.seed} if kind == "minibatch" else {})) for kind in self.cka}
 
     def fit(self, source: Any) -> TopologyAnalysis:
@@ -298,14 +315,16 @@ class TopologyAnalysis:
         timings["distances"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        cka = self._cka(clouds)
+        cka = self._cka([(source, clouds)])
         timings["cka"] = time.perf_counter() - start
 
         start = time.perf_counter()
         sens: dict[str, SensitivityResult] = {}
         if self.sensitivity_k:
+            # the base diagrams carry their filtration cutoff; the sweep reuses it
             sweep = SensitivitySweep(self.sensitivity_k, metric=self.sensitivity_metric,
-                                     homology_dims=self.homology, n_threads=self.n_threads)
+                                     homology_dims=self.homology, n_threads=self.n_threads,
+                                     cutoff_quantile=self.cutoff_quantile, seed=self.seed)
             from deepprofile.topology.clouds import _progress
 
             with _progress(self.quiet) as progress:
@@ -322,7 +341,8 @@ class TopologyAnalysis:
             layers=tuple(names), cloud_kind=self.cloud,
             clouds={n: c.describe() for n, c in clouds.items()}, diagrams=diagrams,
             summaries=summaries, distances=distances, cka=cka, sensitivity=sens,
-            params=self.params(), provenance=_provenance(source, clouds), timings=timings,
+            params={**self.params(), "cka_samples": self.cka_samples_},
+            provenance=_provenance(source, clouds), timings=timings,
         )
         return self
 
@@ -355,7 +375,7 @@ class TopologyAnalysis:
         }
         timings["distances"] = time.perf_counter() - start
         start = time.perf_counter()
-        cka = self._cka(clouds_a, clouds_b)
+        cka = self._cka([(source_a, clouds_a), (source_b, clouds_b)])
         for kind, mat in cka.items():
             spec[f"cka_{kind}"] = specificity(mat, names_a, names_b, higher_is_closer=True,
                                               measure=f"cka_{kind}")
@@ -363,7 +383,7 @@ class TopologyAnalysis:
         return TopologyComparison(
             layers_a=tuple(names_a), layers_b=tuple(names_b), cloud_kind=self.cloud,
             diagrams_a=diagrams_a, diagrams_b=diagrams_b, cross=cross, cka=cka,
-            specificity=spec, params=self.params(),
+            specificity=spec, params={**self.params(), "cka_samples": self.cka_samples_},
             provenance_a=_provenance(source_a, clouds_a),
             provenance_b=_provenance(source_b, clouds_b), timings=timings,
         )
@@ -457,7 +477,10 @@ def summarize_topology(result: TopologyResult | TopologyComparison) -> str:
     for name in names:
         parts = []
         for d, s in result.summaries[name].items():
-            parts.append(f"H{d}: {s.n_features} features, {s.n_above_noise} above "
+            # n_features counts finite features, n_above_noise also the essential ones
+            total = s.n_features + s.n_essential
+            never = f" ({s.n_essential} never die)" if s.n_essential else ""
+            parts.append(f"H{d}: {total} features{never}, {s.n_above_noise} above "
                          f"{s.noise_threshold:g}, entropy {s.entropy:.2f}")
         lines.append(f"  {name}: " + "; ".join(parts))
     metric = result.params["metrics"][0]

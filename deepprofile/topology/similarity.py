@@ -198,7 +198,8 @@ def store_minibatch_cka(store_a: Any, layers_a: Sequence[str], store_b: Any = No
 
 
 def aligned_points(a: PointCloud, b: PointCloud) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of two clouds paired by dataset index (one point per image required)."""
+    """Rows of two clouds paired by dataset index (one point per image, and the same images
+    in both: never a silent intersection)."""
     for cloud in (a, b):
         if len(np.unique(cloud.sample_ids)) != len(cloud.sample_ids):
             raise ShapeError(
@@ -206,11 +207,17 @@ def aligned_points(a: PointCloud, b: PointCloud) -> tuple[np.ndarray, np.ndarray
                 "one point per image (use the image or max_position cloud)."
             )
     common, ia, ib = np.intersect1d(a.sample_ids, b.sample_ids, return_indices=True)
-    if len(common) < 4:
+    if len(common) != len(a.sample_ids) or len(common) != len(b.sample_ids):
         raise ShapeError(
-            f"Clouds {a.layer!r} and {b.layer!r} share only {len(common)} images; CKA needs "
-            "paired samples (use the random or stratified sampler with the same seed)."
+            f"Clouds {a.layer!r} ({len(a.sample_ids)} images) and {b.layer!r} "
+            f"({len(b.sample_ids)} images) share only {len(common)} images; CKA needs the "
+            "same images in both. Use one shared sample for every layer "
+            "(deepprofile.topology.cka_sample.shared_cka_clouds, which TopologyAnalysis uses) "
+            "or the random/stratified sampler with the same seed."
         )
+    if len(common) < 4:
+        raise ShapeError(f"CKA needs at least 4 images; clouds {a.layer!r} and {b.layer!r} "
+                         f"hold {len(common)}.")
     return a.points[ia], b.points[ib]
 
 

@@ -91,6 +91,31 @@ def test_images_without_a_boundary_point_are_reported(fallback):
         np.testing.assert_allclose(res.attributions, expected.numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_recorded_baselines_are_the_ones_ig_started_from():
+    """Completeness against the model itself: for every image, found or fallback, the map
+    sums to f_t(x) - f_t(recorded baseline); fallbacks are marked and recorded as zeros."""
+    model = linear_model(3)
+    x = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    d2, _, _ = margins(model, x)
+    radius = float(np.median(d2)) * 1.01  # reaches about half of the images
+    res = big_attribute(model, x, norms=("L2",), eps={"L2": (radius,)}, n_steps=8)
+    found = np.asarray(res.extra["boundary"]["found"])
+    assert found.any() and not found.all()
+    assert res.extra["boundary"]["fallback"] == np.flatnonzero(~found).tolist()
+    assert res.extra["boundary"]["baseline_used"] == [
+        "boundary" if f else "zeros" for f in found]
+    np.testing.assert_array_equal(res.baselines[~found], 0.0)
+    t = torch.as_tensor(res.targets)[:, None]
+    with torch.no_grad():
+        gap = model(x).gather(1, t) - model(torch.from_numpy(res.baselines)).gather(1, t)
+    np.testing.assert_allclose(res.attributions.reshape(8, -1).sum(1), gap.squeeze(1).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    nan = big_attribute(model, x, norms=("L2",), eps={"L2": (radius,)}, n_steps=8,
+                        fallback="nan")
+    assert np.isnan(nan.baselines[~found]).all() and not np.isnan(nan.baselines[found]).any()
+    assert nan.extra["boundary"]["baseline_used"] == ["boundary" if f else "none" for f in found]
+
+
 def test_two_norms_keep_the_closest_flip():
     model = linear_model(5)
     x = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(6))

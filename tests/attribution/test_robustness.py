@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from captum.metrics import sensitivity_max
+from torch import nn
 
 from deepprofile.attribution.methods import attribute, predict, seeded
 from deepprofile.attribution.robustness import (
@@ -149,3 +150,41 @@ def test_zero_radius_perturbation_changes_nothing(trained_resnet):
     row = res.rows[0]
     assert row["topk_intersection_mean"] == 1.0 and row["com_shift_mean"] == 0.0
     assert row["spearman_mean"] == pytest.approx(1.0)
+
+
+class _KnifeEdge(nn.Module):
+    """Class 0 only at exactly ``x0`` (any perturbation flips it to 1); class 1 elsewhere."""
+
+    def __init__(self, x0: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("x0", x0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dist = (x - self.x0).abs().flatten(1).sum(1)
+        return torch.stack([-dist, torch.full_like(dist, -1e-6)], dim=1)
+
+
+def test_rows_average_only_images_whose_prediction_was_kept():
+    """Hand-known answer: the explainer's map depends only on the predicted class (one
+    ranking for class 0, the reverse for class 1), so kept images compare at top-k 1 and
+    Spearman 1, and the one image that flips under every try at 0 and -1."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 1, 4, 4, generator=gen) * 3
+    model = _KnifeEdge(x[2].clone()).eval()
+    ramp = torch.arange(16.0).reshape(1, 1, 4, 4)
+
+    def explain(inp: torch.Tensor, _t: torch.Tensor) -> torch.Tensor:
+        pred = model(inp).argmax(1).view(-1, 1, 1, 1)
+        return torch.where(pred == 0, ramp, 15.0 - ramp + 0.5)
+
+    res = robustness_table(model, x, torch.zeros(6, dtype=torch.long), {"cls": explain},
+                           eps=0.05, k=0.25, perturbations=("random",),
+                           sensitivity_samples=0, infidelity_samples=0)
+    (row,) = res.rows
+    assert row["n_kept"] == 5 and row["n_images"] == 6
+    assert row["topk_intersection_mean"] == pytest.approx(1.0)
+    assert row["spearman_mean"] == pytest.approx(1.0)
+    assert res.perturbations["random"]["prediction_kept"] == [True, True, False, True, True,
+                                                              True]
+    assert np.isnan(res.per_image["cls"]["random.topk_intersection"][2])
+    assert res.table()[0]["random.n_kept"] == 5

@@ -93,14 +93,44 @@ def test_sigma_zero_reproduces_plain_exactly(small_resnet, images, mode, method,
     plain = attribute(small_resnet, images, method=method, **kw)
     sde = sde_attribute(small_resnet, images, sigma=0.0, n_draws=4, mode=mode, method=method,
                         **kw)
+    # sigma = 0 short-circuits to one draw of the plain network
+    assert sde.n_draws == 1
     np.testing.assert_array_equal(sde.attributions, plain.attributions)
     assert not sde.variance.any()
-    # also through the hooks with a zero scale over several draws (Welford mean is exact)
-    with ResidualNoise(small_resnet, 0.0, mode=mode) as noise:
+
+
+@pytest.mark.parametrize("mode", ["additive", "multiplicative"])
+def test_zero_amplitude_noise_hooks_give_the_plain_map(small_resnet, images, mode):
+    """The noise path itself at sigma = 0: the hooks are live (one per residual site), draw a
+    non-zero noise field on every draw, add it with amplitude 0, and the maps equal the plain
+    ones over several draws; the same loop at a small sigma does change the maps (so a dead
+    hook path would fail here); no hook remains afterwards."""
+    plain = attribute(small_resnet, images, method="saliency")
+    n_sites = len(residual_sites(small_resnet))
+    assert n_sites == 3 and hook_count(small_resnet) == 0
+    seen: list[torch.Tensor] = []
+    with ResidualNoise(small_resnet, 0.0, mode=mode, seed=5) as noise:
+        assert hook_count(small_resnet) == n_sites
         for d in range(3):
             noise.set_draw(d)
-            again = attribute(small_resnet, images, method=method, **kw)
+            again = attribute(small_resnet, images, method="saliency")
             np.testing.assert_array_equal(again.attributions, plain.attributions)
+            assert sorted(site for site, _ in noise._cache) == list(range(n_sites))
+            eps = next(v for (site, _), v in noise._cache.items() if site == 0)
+            assert eps.abs().max() > 0
+            seen.append(eps.clone())
+    assert hook_count(small_resnet) == 0 and not noise.active
+    assert not torch.equal(seen[0], seen[1])  # each draw drew its own field
+    maps = []
+    with ResidualNoise(small_resnet, 0.05, mode=mode, seed=5) as noise:
+        for d in range(3):
+            noise.set_draw(d)
+            maps.append(attribute(small_resnet, images, method="saliency").attributions)
+    assert hook_count(small_resnet) == 0
+    assert all(not np.array_equal(m, plain.attributions) for m in maps)
+    assert not np.array_equal(maps[0], maps[1])
+    np.testing.assert_allclose(np.mean(maps, axis=0), plain.attributions,
+                               atol=0.5 * np.abs(plain.attributions).max())
 
 
 def test_draws_are_reproducible_with_a_seed(small_resnet, images):

@@ -39,9 +39,9 @@ def report_runs(tmp_path_factory) -> dict[str, Path]:
     from deepprofile.attribution import run_attribution
     from deepprofile.attribution.pipeline import node_members_from_mapper
     from deepprofile.data import load_dataset
+    from deepprofile.mapper.pipeline import run_mapper
     from deepprofile.models import SmallResNet, load_model, save_checkpoint
     from deepprofile.spectral.pipeline import run_spectral
-    from deepprofile.topology.mapper_pipeline import run_mapper
     from deepprofile.topology.pipeline import run_topology
 
     base = tmp_path_factory.mktemp("report_runs")

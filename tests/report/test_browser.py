@@ -173,3 +173,60 @@ def test_mapper_page_draws_nodes(browser, report_runs):
         assert visit.network == []
     finally:
         visit.close()
+
+
+def test_54_layers_fit_their_figures_and_cards(browser, tmp_path):
+    """Layer axes of a ResNet-50 (54 weight layers) keep their labels apart, small
+    fractions get readable ticks, and a wide table scrolls inside its card (issues 15, 18)."""
+    import numpy as np
+
+    from deepprofile.report import Grid, ReportContext, Section, Table, render_page
+    from deepprofile.report import figures as F
+
+    names = [f"layer{i // 6 + 1}.{i % 6}.downsample.conv{i % 3 + 1}" for i in range(54)]
+    ctx = ReportContext(tmp_path, tmp_path)
+    layers = [{"layer": n, "fraction_zero": 0.001 * (i % 5), "n_units": 1000,
+               "dead_units": list(range(i % 3)), "saturated_units": []}
+              for i, n in enumerate(names)]
+    sec = Section("s", "Many layers")
+    sec.add(Grid([
+        ctx.figure(F.lines_by_layer(names, {"a": list(range(54))}), "lines", id_base="lines"),
+        ctx.figure(F.capture_activity(layers), "activity", id_base="activity"),
+        ctx.figure(F.heatmap(np.random.default_rng(0).random((54, 54)), names, names),
+                   "matrix", id_base="matrix", height=520),
+        ctx.figure(F.paired_bars(names, list(range(54)), list(range(54))), "bars",
+                   id_base="bars"),
+    ]))
+    sec.add(Table([f"a long column title {k}" for k in range(14)],
+                  [[f"{n}-value-{k}" for k in range(14)] for n in names]))
+    out = tmp_path / "page.html"
+    out.write_text(render_page("t", "s", [sec]))
+    visit = Visit(browser, out)
+    try:
+        visit.page.wait_for_function(ALL_DRAWN, timeout=60_000)
+        for fig_id in ("lines", "activity", "matrix", "bars"):
+            for axis in ("xtick", "ytick"):
+                boxes = visit.page.evaluate(f"""() => Array.from(
+                    document.querySelectorAll('#{fig_id} .{axis} text')).map(t => {{
+                      const r = t.getBoundingClientRect();
+                      return [r.left, r.right, r.top, r.bottom]; }})""")
+                assert len(boxes) >= 2
+                overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                            if a[0] < b[1] - 0.5 and b[0] < a[1] - 0.5
+                            and a[2] < b[3] - 0.5 and b[2] < a[3] - 0.5]
+                assert overlaps == [], f"{fig_id} {axis}: {len(overlaps)} labels overlap"
+        ticks = visit.page.evaluate(
+            "Array.from(document.querySelectorAll('#activity .ytick text'))"
+            ".map(t => t.textContent)")
+        assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), ticks
+        widths = visit.page.evaluate("""() => {
+            const s = document.getElementById('s');
+            const w = s.querySelector('.table-wrap');
+            return [s.scrollWidth, s.clientWidth, w.scrollWidth, w.clientWidth,
+                    document.documentElement.scrollWidth, window.innerWidth]; }""")
+        assert widths[0] <= widths[1] + 1, f"the table overflows its card: {widths}"
+        assert widths[2] > widths[3], "the table should scroll inside its wrapper"
+        assert widths[4] <= widths[5]
+        assert visit.console_errors() == []
+    finally:
+        visit.close()

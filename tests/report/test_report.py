@@ -12,10 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from deepprofile.errors import MissingFileError
-from deepprofile.report import SECTIONS, build_report, register_section
+from deepprofile.mapper.page import external_resources
+from deepprofile.report import (
+    SECTIONS,
+    ReportContext,
+    Section,
+    Text,
+    build_report,
+    register_section,
+)
 from deepprofile.report import figures as F
-from deepprofile.report.build import ReportContext, Section, Text
-from deepprofile.report.mapper_page import external_resources
 
 SECTION_IDS = ("overview", "capture", "topology", "mapper", "spectral", "attribution")
 
@@ -64,7 +70,9 @@ def test_offline_single_plotly_copy(full_report, parse_page):
     # one plotly div per figure, each drawn by its own newPlot call, each with a caption
     assert len(page.plotly_divs) >= 15
     assert html.count("Plotly.newPlot(") == len(page.plotly_divs)
-    assert html.count("<figcaption>") == len(page.plotly_divs)
+    # every figure and every image grid (attribution maps) has a caption
+    assert html.count("<figcaption>") == len(page.plotly_divs) + html.count(
+        '<figure class="fig wide images"')
     # scripts: plotly.js, one per figure, the page's own loader
     assert len(page.scripts) == len(page.plotly_divs) + 2
 
@@ -189,3 +197,26 @@ def test_cli_report(report_runs, tmp_path):
     result = CliRunner().invoke(app, ["report", str(run), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == str(out) and out.exists()
+
+
+def test_spectral_and_robustness_labels_say_what_they_show(full_report, report_runs):
+    """The eigenvalue axis says which normalisation it shows, both λmax columns are there,
+    the baseline says how it was built, and the robustness caption gives the kept counts."""
+    import json
+
+    _, html = full_report
+    assert "λmax of WWᵀ/n" in html and "α̂ (α·log₁₀ λmax of WWᵀ)" in html
+    assert "a fresh small_resnet built by its own constructor" in html
+    attribution = json.loads((report_runs["a"] / "results" / "attribution.json").read_text())
+    random = attribution["robustness"]["perturbations"]["random"]
+    assert f"noise: {random['n_kept']} of {random['n_images']}" in html
+
+
+def test_esd_axis_names_the_normalisation():
+    import numpy as np
+
+    from deepprofile.report import figures as F
+
+    fig = F.esd_panels([{"layer": "conv", "eigenvalues": np.linspace(0.1, 2.0, 20).tolist(),
+                         "mp": None, "power_law": None}])
+    assert fig.layout.xaxis.title.text == "eigenvalue λ of W Wᵀ / n (normalised)"

@@ -73,6 +73,13 @@ def test_run_topology_writes_a_round_tripping_result(runs) -> None:
     assert np.isinf(again.diagrams["stem"][0][:, 1]).sum() == 1
     text = summarize_topology(result)
     assert "layer3" in text and "sliced_wasserstein" in text
+    # counts agree with the diagrams themselves: never more above the noise than features
+    import re
+
+    h0 = result.diagrams["stem"][0]
+    assert f"H0: {len(h0)} features (1 never die)" in text
+    for total, above in re.findall(r"H\d: (\d+) features[^,]*, (\d+) above", text):
+        assert int(above) <= int(total)
 
 
 def test_run_topology_with_an_explicit_store_and_image_clouds(runs) -> None:

@@ -1,0 +1,262 @@
+"""Data attribution: LDS of TRAK vs captum's TracInCP vs random scores, a removal check,
+and featurisation speed / peak memory against traker used directly.
+
+Demo setting (small enough to retrain dozens of times on a CPU): scikit-learn's
+digits at 8x8 (1,257 training images), an MLP 64-32-10 trained with mini-batch SGD.
+TRAK and TracInCP use the same checkpoints (``--seeds`` models x 2 checkpoints each).
+
+- LDS: ``--m`` random training subsets at alpha = 0.5, one retrain each, the margin of
+  ``--targets`` test images; Spearman per target between the scores' prediction and
+  the retrained margins, averaged.
+- Removal: the ``--remove`` training images TRAK ranks most helpful for the mean
+  margin of the test images of one class, against as many random ones; retrain
+  ``--removal-seeds`` times; the class's mean test margin and accuracy drop.
+- Speed: featurising ``--speed-images`` digits (32x32) for one checkpoint of the demo
+  CNN (SmallResNet), deepprofile (Zarr store) vs ``TRAKer.featurize`` (fresh save_dir)
+  with traker's default CPU projector and with deepprofile's projector; each run in
+  its own process, best of ``--speed-repeats``, peak RSS growth during the run.
+
+Prints one JSON object.
+
+    python benchmarks/data_attribution.py [--m 32] [--targets 50] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from deepprofile.data import DigitsDataset
+from deepprofile.data_attribution.baselines import random_scores, tracin_scores
+from deepprofile.data_attribution.evaluation import (
+    lds,
+    margins,
+    random_subsets,
+    removal_check,
+    subset_outputs,
+)
+from deepprofile.data_attribution.outputs import MarginOutput
+from deepprofile.data_attribution.store import FeatureStore
+from deepprofile.data_attribution.trak import TrakEnsemble, checkpoint_infos
+from deepprofile.models.registry import register_model, save_checkpoint
+
+EPOCHS, KEEP = 20, (10, 20)
+
+
+class DigitsMLP(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
+                                 nn.Linear(32, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+register_model("bench_digits_mlp", DigitsMLP)
+
+
+def train_mlp(train: DigitsDataset, indices: np.ndarray, seed: int,
+              save_dir: Path | None = None) -> nn.Module:
+    """Mini-batch SGD (batch 64, momentum 0.9, lr 0.05, weight decay 5e-4), seeded."""
+    torch.manual_seed(seed)
+    model = DigitsMLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    x, y = train.images[indices], train.targets[indices]
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(1, EPOCHS + 1):
+        for batch in torch.randperm(len(x), generator=gen).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            opt.step()
+        if save_dir is not None and epoch in KEEP:
+            save_checkpoint(save_dir / f"epoch_{epoch:03d}.pt", model, "bench_digits_mlp", {},
+                            num_classes=10, epoch=epoch, seed=seed)
+    return model.eval()
+
+
+class _PeakRSS:
+    """Peak resident memory of this process while the block runs (polls /proc every 5 ms)."""
+
+    def __enter__(self) -> _PeakRSS:
+        import threading
+
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * resource.getpagesize()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def _featurise_job(kind: str, ckpt: str, proj_dim: int, n_images: int,
+                   queue: mp.Queue) -> None:
+    """One featurisation in a fresh process: images/s and peak RSS growth (MB)."""
+    import logging
+
+    from trak import TRAKer
+
+    from deepprofile.data_attribution.trak import load_state, make_projector
+    from deepprofile.models import load_model
+
+    train = Subset(DigitsDataset("train", size=32), range(n_images))
+    model, _ = load_model(ckpt)
+    infos = checkpoint_infos([ckpt])
+    tmp = Path(tempfile.mkdtemp())
+    n_params = sum(p.numel() for p in model.parameters())
+    xs = torch.stack([train[i][0] for i in range(n_images)])
+    ys = torch.tensor([train[i][1] for i in range(n_images)])
+    peak = _PeakRSS().__enter__()
+    t = time.perf_counter()
+    if kind == "deepprofile":
+        ens = TrakEnsemble(model, infos, train, FeatureStore(tmp / "f.zarr"), proj_dim=proj_dim,
+                           batch_size=32, quiet=True)
+        ens.features(infos[0], None)
+    else:
+        projector = (make_projector(n_params, proj_dim, 0, 0, torch.device("cpu"))
+                     if kind == "traker_same_projector" else None)
+        traker = TRAKer(model=model, task="image_classification", train_set_size=len(train),
+                        save_dir=str(tmp / "traker"), device="cpu", use_half_precision=False,
+                        proj_dim=proj_dim, projector=projector, logging_level=logging.ERROR)
+        traker.load_checkpoint(load_state(ckpt), model_id=0)
+        for start in range(0, n_images, 32):
+            batch = (xs[start:start + 32], ys[start:start + 32])
+            traker.featurize(batch=batch, num_samples=len(batch[1]))
+    seconds = time.perf_counter() - t
+    peak.__exit__()
+    queue.put({"images_per_s": n_images / seconds, "seconds": seconds,
+               "peak_rss_growth_mb": (peak.peak - peak.base) / 2**20})
+
+
+def featurise_speed(ckpt: Path, proj_dim: int, n_images: int, repeats: int) -> dict:
+    ctx = mp.get_context("spawn")
+    out: dict[str, list[dict]] = {}
+    for _ in range(repeats):  # interleaved so load changes hit every path alike
+        for kind in ("deepprofile", "traker_default", "traker_same_projector"):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_featurise_job,
+                               args=(kind, str(ckpt), proj_dim, n_images, queue))
+            proc.start()
+            out.setdefault(kind, []).append(queue.get())
+            proc.join()
+    best = {k: max(v, key=lambda r: r["images_per_s"]) for k, v in out.items()}
+    return {**best,
+            "ratio_vs_traker_default": best["deepprofile"]["images_per_s"]
+            / best["traker_default"]["images_per_s"],
+            "ratio_vs_traker_same_projector": best["deepprofile"]["images_per_s"]
+            / best["traker_same_projector"]["images_per_s"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--m", type=int, default=32, help="LDS subsets (retrains)")
+    parser.add_argument("--targets", type=int, default=50)
+    parser.add_argument("--seeds", type=int, default=3, help="models in the TRAK ensemble")
+    parser.add_argument("--proj-dim", type=int, default=512)
+    parser.add_argument("--remove", type=int, default=100)
+    parser.add_argument("--removal-seeds", type=int, default=3)
+    parser.add_argument("--speed-repeats", type=int, default=3)
+    parser.add_argument("--speed-images", type=int, default=128,
+                        help="training images featurised by the demo CNN in the speed test")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    t_all = time.perf_counter()
+    train, test = DigitsDataset("train", size=8), DigitsDataset("test", size=8)
+    n = len(train)
+    rows = np.unique(np.linspace(0, len(test) - 1, args.targets).round().astype(int))
+    targets = Subset(test, rows.tolist())
+    tmp = Path(tempfile.mkdtemp())
+    ckpts: list[Path] = []
+    t = time.perf_counter()
+    for seed in range(args.seeds):
+        d = tmp / f"seed{seed}"
+        model = train_mlp(train, np.arange(n), seed, d)
+        ckpts += sorted(d.glob("epoch_*.pt"))
+    acc = float((model(test.images).argmax(1) == test.targets).float().mean())
+    train_seconds = time.perf_counter() - t
+
+    infos = checkpoint_infos(ckpts)
+    t = time.perf_counter()
+    ens = TrakEnsemble(DigitsMLP(), infos, train, FeatureStore(tmp / "f.zarr"),
+                       proj_dim=args.proj_dim, batch_size=64, quiet=True)
+    trak = ens.scores(MarginOutput(), targets)
+    trak_seconds = time.perf_counter() - t
+    one_model = TrakEnsemble(DigitsMLP(), infos[-1:], train, FeatureStore(tmp / "f.zarr"),
+                             proj_dim=args.proj_dim, batch_size=64, quiet=True)
+    trak_single = one_model.scores(MarginOutput(), targets)
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tracin = tracin_scores(DigitsMLP(), ckpts, train, targets, batch_size=256)
+    tracin_seconds = time.perf_counter() - t
+
+    masks = random_subsets(n, args.m, 0.5, seed=1)
+    t = time.perf_counter()
+    outputs = subset_outputs(lambda idx, s: train_mlp(train, idx, s), masks,
+                             lambda model: margins(model, targets), seed=100)
+    retrain_seconds = time.perf_counter() - t
+    scores = {"trak": trak, "trak_1_checkpoint": trak_single, "tracin_cp": tracin,
+              "random": random_scores(n, len(rows), seed=7)}
+    lds_res = {k: lds(v, masks, outputs).lds for k, v in scores.items()}
+
+    cls = 3
+    members = np.flatnonzero(test.targets.numpy() == cls)
+    cls_targets = Subset(test, members.tolist())
+    class_scores = ens.scores(MarginOutput(), cls_targets).mean(1)
+
+    def metric(model: nn.Module) -> float:
+        return float(margins(model, cls_targets).mean())
+
+    removal = removal_check(lambda idx, s: train_mlp(train, idx, s), class_scores, args.remove,
+                            metric, seeds=tuple(range(args.removal_seeds)))
+    from deepprofile.models import build_model
+
+    torch.manual_seed(0)
+    cnn = tmp / "small_resnet.pt"
+    save_checkpoint(cnn, build_model("small_resnet", num_classes=10, in_channels=1),
+                    "small_resnet", {"in_channels": 1}, num_classes=10)
+    speed = featurise_speed(cnn, 64, args.speed_images, args.speed_repeats)
+    speed["setting"] = (f"SmallResNet (random init), {args.speed_images} digits 32x32, "
+                        "proj_dim 64, batch 32, CPU")
+    print(json.dumps({
+        "setting": {"data": "digits 8x8", "n_train": n, "model": "MLP 64-32-10",
+                    "epochs": EPOCHS, "checkpoints": len(ckpts), "seeds": args.seeds,
+                    "proj_dim": args.proj_dim, "targets": len(rows), "m": args.m,
+                    "alpha": 0.5, "test_accuracy_last_model": acc},
+        "lds": lds_res,
+        "seconds": {"train_ensemble": train_seconds, "trak": trak_seconds,
+                    "tracin_cp": tracin_seconds, "lds_retrains": retrain_seconds,
+                    "total": time.perf_counter() - t_all},
+        "removal": {"target": f"mean test margin of class {cls} ({len(members)} images)",
+                    **removal.to_dict()},
+        "featurisation": speed,
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
