@@ -97,6 +97,11 @@ BAD_OPTIONS = [
     (["attribute", "{run}", "--sde-sigma", "-1"], "--sde-sigma"),
     (["attribute", "{run}", "--sde-sigma", "nan"], "--sde-sigma"),
     (["attribute", "{run}", "--preset", "huge"], "--preset"),
+    (["mapper", "{run}", "--lens", "foo"], "--lens"),
+    (["mapper", "{run}", "--intervals", "0"], "--intervals"),
+    (["mapper", "{run}", "--overlap", "1"], "--overlap"),
+    (["mapper", "{run}", "--eps", "nan"], "--eps"),
+    (["mapper", "{run}", "--min-samples", "0"], "--min-samples"),
     (["spectral", "{ckpt}", "--threshold", "2"], "--threshold"),
     (["spectral", "{ckpt}", "--n-vectors", "-2"], "--n-vectors"),
     (["spectral", "{ckpt}", "--mode", "both"], "--mode"),
@@ -265,6 +270,7 @@ OPTION_KINDS = [
     ("attribute", "--sde-sigma", "float"), ("attribute", "--noise", "choice"),
     ("attribute", "--preset", "choice"), ("spectral", "--n-vectors", "int"),
     ("spectral", "--threshold", "float"), ("train", "--epochs", "int"),
+    ("mapper", "--intervals", "int"), ("mapper", "--overlap", "float"),
     ("train", "--lr", "float"),
 ]
 
@@ -281,7 +287,8 @@ def test_any_bad_option_value_is_one_line_and_writes_nothing(tiny, data):
     else:
         value = data.draw(_WORD.filter(lambda w, o=option: w not in _CHOICES[o]))
     target = {"capture": str(tiny["ckpt"]), "spectral": str(tiny["ckpt"]),
-              "topology": str(tiny["run"]), "attribute": str(tiny["run"])}.get(command)
+              "topology": str(tiny["run"]), "attribute": str(tiny["run"]),
+              "mapper": str(tiny["run"])}.get(command)
     out = tiny["root"] / "never"
     argv = [command] + ([target] if target else []) + [f"{option}={value}"]
     if command in ("capture", "train"):
