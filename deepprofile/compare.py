@@ -43,7 +43,9 @@ class ComparisonResult:
     dict; ``matched_layers``: per layer of A its nearest B layer by topology and by CKA and
     its counterpart; ``mapper``, ``spectral``, ``principal_angles``: per-layer rows (``None``
     when that part could not be computed; the reason is in ``checks["notes"]``); ``concepts``:
-    concept probe curves of both runs (:func:`deepprofile.concepts.compare.concept_curves`).
+    concept probe curves of both runs (:func:`deepprofile.concepts.compare.concept_curves`);
+    ``data_attribution``: overlap of the top training images per target
+    (:func:`deepprofile.data_attribution.compare.compare_data_attribution`).
     """
 
     run_a: dict[str, Any]
@@ -55,6 +57,7 @@ class ComparisonResult:
     spectral: dict[str, Any] | None = None
     principal_angles: dict[str, Any] | None = None
     concepts: dict[str, Any] | None = None
+    data_attribution: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     out_dir: str | None = None
@@ -400,10 +403,13 @@ def compare_runs(
         from deepprofile.concepts.compare import concept_curves
 
         concepts_part = concept_curves(run_a, run_b, notes)
+    from deepprofile.data_attribution.compare import compare_data_attribution
+
+    data_attribution_part = compare_data_attribution(run_a, run_b)
     result = ComparisonResult(
         run_a=a, run_b=b, checks=checks, topology=topo_dict, matched_layers=matched,
         mapper=mapper_part, spectral=spectral_part, principal_angles=angles_part,
-        concepts=concepts_part,
+        concepts=concepts_part, data_attribution=data_attribution_part,
         params=params,
         provenance={"date": now_iso(), "versions": package_versions(),
                     "command": command_line()},
