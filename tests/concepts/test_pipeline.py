@@ -27,7 +27,8 @@ def tiny_run(tmp_path_factory, spurious_net, eval_set):
 
 def test_run_concepts_writes_results_and_probes(tiny_run, spurious_net, eval_set):
     run_dir, store = tiny_run
-    concepts = shapes_concepts(store, include=["marker", "colour"]).merge(
+    concepts = shapes_concepts(store, include=["marker", "colour"]).select(
+        ["marker", "colour:red"]).merge(
         array_concept("coin", np.random.default_rng(5).random(store.n_samples) < 0.5))
     result = run_concepts(run_dir, concepts, model=spurious_net, dataset=eval_set,
                           tcav_concepts=["marker"], tcav_layers=["act1"], tcav_classes=[0],
