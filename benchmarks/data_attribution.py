@@ -172,6 +172,60 @@ def featurise_speed(ckpt: Path, proj_dim: int, n_images: int, repeats: int) -> d
             / best["traker_same_projector"]["images_per_s"]}
 
 
+def paired_speed(ckpt: Path, proj_dim: int, n_images: int, rounds: int) -> dict:
+    """deepprofile's featurisation and ``TRAKer.featurize`` (default projector, fresh
+    save_dir) timed alternately in one process on the same images, order swapped every
+    round, after one warm-up each: the median of the per-round time ratios is robust to
+    load changes that swing separate runs by 30% on a shared machine."""
+    import logging
+
+    from trak import TRAKer
+
+    from deepprofile.data_attribution.trak import load_state
+    from deepprofile.models import load_model
+
+    train = Subset(DigitsDataset("train", size=32), range(n_images))
+    model, _ = load_model(ckpt)
+    infos = checkpoint_infos([ckpt])
+    xs = torch.stack([train[i][0] for i in range(n_images)])
+    ys = torch.tensor([train[i][1] for i in range(n_images)])
+
+    def ours() -> float:
+        tmp = Path(tempfile.mkdtemp())
+        t = time.perf_counter()
+        ens = TrakEnsemble(model, infos, train, FeatureStore(tmp / "f.zarr"), proj_dim=proj_dim,
+                           batch_size=32, chunk_size=32, quiet=True)
+        ens.features(infos[0], None)
+        return time.perf_counter() - t
+
+    def theirs() -> float:
+        tmp = Path(tempfile.mkdtemp())
+        t = time.perf_counter()
+        traker = TRAKer(model=model, task="image_classification", train_set_size=n_images,
+                        save_dir=str(tmp / "traker"), device="cpu", use_half_precision=False,
+                        proj_dim=proj_dim, logging_level=logging.ERROR)
+        traker.load_checkpoint(load_state(ckpt), model_id=0)
+        for start in range(0, n_images, 32):
+            traker.featurize(batch=(xs[start:start + 32], ys[start:start + 32]),
+                             num_samples=len(ys[start:start + 32]))
+        return time.perf_counter() - t
+
+    ours(), theirs()
+    pairs = []
+    for r in range(rounds):
+        if r % 2:
+            b, a = theirs(), ours()
+        else:
+            a, b = ours(), theirs()
+        pairs.append((a, b))
+    ratios = [b / a for a, b in pairs]  # > 1: deepprofile faster
+    return {"rounds": rounds, "n_images": n_images, "proj_dim": proj_dim,
+            "median_speed_ratio": float(np.median(ratios)),
+            "ratios": ratios, "deepprofile_images_per_s_median":
+                float(n_images / np.median([a for a, _ in pairs])),
+            "traker_images_per_s_median": float(n_images / np.median([b for _, b in pairs]))}
+
+
 def concept_removal(train: DigitsDataset, test: DigitsDataset, ckpts: list[Path],
                     proj_dim: int, n_remove: int, seeds: tuple[int, ...], tmp: Path) -> dict:
     """Konz et al.'s removal check for a concept probe: concept ``odd`` (odd digits) on the
@@ -240,6 +294,8 @@ def main() -> None:
     parser.add_argument("--remove", type=int, default=100)
     parser.add_argument("--removal-seeds", type=int, default=3)
     parser.add_argument("--speed-repeats", type=int, default=3)
+    parser.add_argument("--speed-rounds", type=int, default=7,
+                        help="alternating rounds of the paired in-process speed test")
     parser.add_argument("--parts", default="lds,removal,concept_removal,speed",
                         help="comma-separated parts to run")
     parser.add_argument("--speed-images", type=int, default=128,
@@ -318,6 +374,7 @@ def main() -> None:
         speed = featurise_speed(cnn, 64, args.speed_images, args.speed_repeats)
         speed["setting"] = (f"SmallResNet (random init), {args.speed_images} digits 32x32, "
                             "proj_dim 64, batch 32, CPU")
+        speed["paired"] = paired_speed(cnn, 48, args.speed_images // 2, args.speed_rounds)
         report["featurisation"] = speed
     seconds["total"] = time.perf_counter() - t_all
     report["seconds"] = seconds
