@@ -48,6 +48,9 @@ def register(app: typer.Typer) -> None:
             help="Also score manifold alignment in this layer's activation space.")] = None,
         device: Annotated[str, typer.Option(
             help="auto (CUDA when available), cpu, cuda.")] = "auto",
+        memory_budget: Annotated[str, typer.Option(
+            help="Activation memory one forward-backward pass may use, e.g. 2GB, 8GiB, "
+            "or 'none' (no bound); sets captum's internal batch sizes.")] = "2GiB",
         seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
@@ -79,7 +82,7 @@ def register(app: typer.Typer) -> None:
             robust_images=robust_images, eps=eps, node_members=members, node_layer=node_layer,
             alignment_layer=alignment_layer, train_dataset=train_dataset,
             finetune_steps=finetune_steps, finetune_sigma=finetune_sigma,
-            model_info=info,
+            model_info=info, memory_budget=memory_budget,
         )
         if not quiet:
             typer.echo(summarize_attribution(result))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepprofile.attribution.memory import DEFAULT_BUDGET, current_budget, with_memory_budget
 from deepprofile.attribution.methods import (
     attribute,
     canonical_method,
@@ -114,6 +115,7 @@ def _round(a: np.ndarray, digits: int = 5) -> list:
     return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
 
 
+@with_memory_budget
 def run_attribution(
     model: nn.Module,
     run_dir: str | Path | None,
@@ -143,6 +145,7 @@ def run_attribution(
     accuracy_images: int = 256,
     n_examples: int = 4,
     model_info: Mapping[str, Any] | None = None,
+    memory_budget: int | float | str | None = DEFAULT_BUDGET,
 ) -> AttributionResult:
     """Explain ``n_images`` images of ``dataset`` with every method and compare them.
 
@@ -152,7 +155,9 @@ def run_attribution(
     the diffusion levels (0 = plain, checked to match exactly), ``n_draws`` draws each.
     ``node_members`` (node id -> store row) adds per-node statistics for ``node_layer``.
     ``finetune_steps > 0`` also fine-tunes a noisy copy (on ``train_dataset``) and
-    explains with it. Writes results when ``run_dir`` is given.
+    explains with it. Writes results when ``run_dir`` is given. ``memory_budget`` (bytes,
+    ``"4GB"``, or ``None``/``"none"`` for no bound) bounds every pass's activations
+    (:mod:`deepprofile.attribution.memory`).
     """
     from deepprofile.attribution.boundary import big_attribute, find_boundary
     from deepprofile.attribution.manifold import (
@@ -444,6 +449,7 @@ def run_attribution(
             "sensitivity_images": sensitivity_images,
             "boundary_eps": big_eps, "max_per_node": max_per_node,
             "alignment_neighbors": n_nb, "alignment_dim": dim, "device": str(model_device(model)),
+            "memory_budget": current_budget(),
         },
         images={
             "dataset_indices": ds_idx.tolist(),
