@@ -43,7 +43,9 @@ class ComparisonResult:
     dict; ``matched_layers``: per layer of A its nearest B layer by topology and by CKA and
     its counterpart; ``mapper``, ``spectral``, ``principal_angles``: per-layer rows (``None``
     when that part could not be computed; the reason is in ``checks["notes"]``); ``concepts``:
-    concept probe curves of both runs (:func:`deepprofile.concepts.compare.concept_curves`).
+    concept probe curves of both runs (:func:`deepprofile.concepts.compare.concept_curves`);
+    ``data_attribution``: overlap of the top training images per target
+    (:func:`deepprofile.data_attribution.compare.compare_data_attribution`).
     """
 
     run_a: dict[str, Any]
@@ -55,6 +57,7 @@ class ComparisonResult:
     spectral: dict[str, Any] | None = None
     principal_angles: dict[str, Any] | None = None
     concepts: dict[str, Any] | None = None
+    data_attribution: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     out_dir: str | None = None
@@ -239,23 +242,15 @@ def _mapper_part(run_a: Path, run_b: Path, matched: Sequence[Mapping[str, Any]],
 
 
 def _load_model(run: Mapping[str, Any], notes: list[str], label: str):
-    """The run's model from its checkpoint, checked against the recorded weights hash."""
-    from deepprofile.models import load_model
-    from deepprofile.provenance import weights_hash
+    """The run's model: its checkpoint built with the architecture and class count recorded
+    in its run.json, checked against the recorded weights hash (a note says why not)."""
+    from deepprofile.models import load_run_model
 
-    ckpt = run.get("checkpoint")
-    if not ckpt or not Path(ckpt).exists():
-        notes.append(f"run {label}: checkpoint {ckpt or '(none recorded)'} not found; weight "
-                     "layers that need it are not compared")
-        return None
     try:
-        model, _ = load_model(ckpt)
+        model, _ = load_run_model(run["path"])
     except DeepProfileError as exc:
-        notes.append(f"run {label}: cannot load {ckpt}: {exc}")
-        return None
-    if run.get("weights_hash") and weights_hash(model) != run["weights_hash"]:
-        notes.append(f"run {label}: {ckpt} no longer has the weights that were captured "
-                     "(hash differs); weight layers are not compared")
+        notes.append(f"run {label}: model not loaded ({exc}); weight spectra and principal "
+                     "angles need it")
         return None
     return model
 
@@ -408,10 +403,13 @@ def compare_runs(
         from deepprofile.concepts.compare import concept_curves
 
         concepts_part = concept_curves(run_a, run_b, notes)
+    from deepprofile.data_attribution.compare import compare_data_attribution
+
+    data_attribution_part = compare_data_attribution(run_a, run_b)
     result = ComparisonResult(
         run_a=a, run_b=b, checks=checks, topology=topo_dict, matched_layers=matched,
         mapper=mapper_part, spectral=spectral_part, principal_angles=angles_part,
-        concepts=concepts_part,
+        concepts=concepts_part, data_attribution=data_attribution_part,
         params=params,
         provenance={"date": now_iso(), "versions": package_versions(),
                     "command": command_line()},
@@ -421,8 +419,9 @@ def compare_runs(
     return result
 
 
-def summarize_comparison(result: ComparisonResult) -> str:
-    """A few lines of plain text: comparability, specificity, matched-layer distances."""
+def summarize_comparison(result: ComparisonResult, max_rows: int = 12) -> str:
+    """Plain text: comparability, specificity, then one table row per matched layer (mapper
+    distance) and per weight layer (principal angles), long tables cut to their extremes."""
     lines = [f"Comparison of {result.run_a['path']} (A) and {result.run_b['path']} (B): "
              f"{len(result.checks.get('common_layers', []))} common layers."]
     for note in result.checks.get("notes", []):
@@ -433,18 +432,46 @@ def summarize_comparison(result: ComparisonResult) -> str:
         lines.append("Layer matching (specificity accuracy): " + ", ".join(
             f"{k} {v['accuracy']:.2f}" for k, v in spec.items()))
     if result.mapper and result.mapper.get("layers"):
-        lines.append("Mapper graph distance per matched layer: " + ", ".join(
-            f"{r['layer_a']}->{r['layer_b']} {r['coot']:.3f}" for r in result.mapper["layers"]))
-    if result.principal_angles and result.principal_angles.get("layers"):
-        lines.append(f"Mean principal angle of top-{result.principal_angles['k']} singular "
-                     "subspaces (random level): " + ", ".join(
-                         f"{r['layer']} {r['mean_deg']:.0f}° ({r['random_mean_deg']:.0f}°)"
-                         for r in result.principal_angles["layers"]))
+        rows = [[f"{r['layer_a']} -> {r['layer_b']}", f"{r['coot']:.3f}",
+                 "-" if r.get("coot_other_mean") is None else f"{r['coot_other_mean']:.3f}"]
+                for r in result.mapper["layers"]]
+        lines.append("Mapper graph distance per matched layer:")
+        lines += _table(["layers", "COOT", "to other layers"], rows, max_rows)
+    angles = result.principal_angles
+    if angles and angles.get("layers"):
+        rows_in = angles["layers"]
+        below = sum(1 for r in rows_in if r["mean_deg"] < r["random_mean_deg"] - 5)
+        lines.append(f"Principal angles between top-{angles['k']} singular subspaces, "
+                     f"{len(rows_in)} weight layers; {below} clearly below the random level:")
+        rows = [[r["layer"], f"{r['min_deg']:.0f}", f"{r['mean_deg']:.0f}",
+                 f"{r['random_mean_deg']:.0f}"] for r in rows_in]
+        lines += _table(["layer", "min°", "mean°", "random mean°"], rows, max_rows)
+    elif result.params.get("k") is not None and angles is None:
+        lines.append("Principal angles: not computed (see the notes).")
+    if result.spectral and result.spectral.get("layers"):
+        ah = result.spectral.get("alpha_hat") or {}
+        lines.append(f"Weight spectra of {len(result.spectral['layers'])} common layers; "
+                     f"alpha-hat A {_num(ah.get('a'))}, B {_num(ah.get('b'))}.")
     if result.concepts:
         lines.append("Concepts (first decodable layer A / B): " + ", ".join(
             f"{r['concept']} {r['a']['first_layer'] or '-'}/{r['b']['first_layer'] or '-'}"
             for r in result.concepts["concepts"]))
     return "\n".join(lines)
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{float(v):.3g}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], max_rows: int) -> list[str]:
+    """Aligned plain-text rows; beyond ``max_rows`` the first and last halves with a gap."""
+    if len(rows) > max_rows:
+        half = max_rows // 2
+        gap = [f"... {len(rows) - 2 * half} more ..."] + [""] * (len(header) - 1)
+        rows = [*rows[:half], gap, *rows[-half:]]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return ["  " + fmt.format(*header).rstrip()] + ["  " + fmt.format(*r).rstrip() for r in rows]
 
 
 __all__ = ["ComparisonResult", "check_comparable", "compare_runs", "describe_run",

@@ -115,7 +115,24 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         values["analyses"] = {k: dict(v or {}) for k, v in analyses.items()}
     if isinstance(values.get("dataset"), str):
         values["dataset"] = {"name": values["dataset"]}
+    _check_capture_values(capture)
     return RunConfig(**values, capture=CaptureConfig(**capture))
+
+
+def _check_capture_values(capture: dict[str, Any]) -> None:
+    """Refuse capture values the capture cannot use (same limits as the command line)."""
+    for key in ("batch_size", "chunk_size", "limit"):
+        value = capture.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise ConfigError(f"`capture.{key}` must be an integer >= 1, got {value!r}.")
+    from deepprofile.capture.reducers import parse_reduction
+
+    for spec in capture.get("reductions", ()):
+        try:
+            parse_reduction(str(spec))
+        except ValueError as exc:
+            raise ConfigError(f"`capture.reductions`: {exc}") from None
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -123,7 +140,16 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"Configuration file {path} does not exist.")
-    text = path.read_text()
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} is a folder; `deepprofile run` takes a configuration file (.yaml, .yml or "
+            ".toml). To analyse an existing run folder, use the analysis commands on it.")
+    if path.suffix not in (".yaml", ".yml", ".toml"):
+        raise ConfigError(f"{path} is not a .yaml, .yml or .toml configuration file.")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file.") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -159,8 +185,11 @@ def run_config(config: RunConfig, *, quiet: bool = False, overwrite: bool = Fals
                              arch=config.arch)
     ds_params = dict(config.dataset)
     name = ds_params.pop("name", "digits")
-    split = ds_params.pop("split", "test")
+    split = ds_params.pop("split", None)
     dataset = load_dataset(name, split=split, **ds_params)
+    from deepprofile.models import check_forward
+
+    check_forward(model, dataset, device, num_classes=info.num_classes)
     run_dir = Path(config.out)
     indices = range(min(config.capture.limit, len(dataset))) if config.capture.limit else None
     checkpoint = info.source if info.source != "random init" else None

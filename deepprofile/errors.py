@@ -59,3 +59,7 @@ class RunLockedError(DeepProfileError):
 
 class StaleResultError(DeepProfileError):
     """A result was computed from another activation store than the run's current one."""
+
+
+class NonFiniteWeightsError(DeepProfileError, FloatingPointError):
+    """Model weights, logits or a training loss contain NaN or inf."""

@@ -145,6 +145,9 @@ def run_attribution(
     accuracy_images: int = 256,
     n_examples: int = 4,
     model_info: Mapping[str, Any] | None = None,
+    robustness: bool = True,
+    boundary: bool = True,
+    alignment: bool = True,
     memory_budget: int | float | str | None = DEFAULT_BUDGET,
 ) -> AttributionResult:
     """Explain ``n_images`` images of ``dataset`` with every method and compare them.
@@ -155,9 +158,12 @@ def run_attribution(
     the diffusion levels (0 = plain, checked to match exactly), ``n_draws`` draws each.
     ``node_members`` (node id -> store row) adds per-node statistics for ``node_layer``.
     ``finetune_steps > 0`` also fine-tunes a noisy copy (on ``train_dataset``) and
-    explains with it. Writes results when ``run_dir`` is given. ``memory_budget`` (bytes,
-    ``"4GB"``, or ``None``/``"none"`` for no bound) bounds every pass's activations
-    (:mod:`deepprofile.attribution.memory`).
+    explains with it. ``robustness``, ``boundary`` (BIG) and ``alignment`` switch those
+    stages off (their parts of the result are then empty). BIG is left out of the maps
+    and the comparisons when no boundary point is found for any image. Writes results
+    when ``run_dir`` is given; prints one line per stage when stderr is not a terminal.
+    ``memory_budget`` (bytes, ``"4GB"``, or ``None``/``"none"`` for no bound) bounds every
+    pass's activations (:mod:`deepprofile.attribution.memory`).
     """
     from deepprofile.attribution.boundary import big_attribute, find_boundary
     from deepprofile.attribution.manifold import (
@@ -172,7 +178,7 @@ def run_attribution(
         residual_sites,
         sde_attribute,
     )
-    from deepprofile.progress import progress_bar
+    from deepprofile.progress import StageLog, progress_bar
     from deepprofile.provenance import now_iso, package_versions, weights_hash
 
     base = canonical_method(method)
@@ -216,13 +222,19 @@ def run_attribution(
             "sde": res.sde,
         }
 
-    n_tasks = 7 + len(sigmas) + (1 if node_members else 0)
+    stages = _stage_weights(
+        n_images=len(x), n_steps=n_steps, n_draws=n_draws, sigmas=sigmas,
+        n_rob=n_rob if robustness else 0, accuracy_images=accuracy_images,
+        finetune_steps=finetune_steps, boundary=boundary, alignment=alignment,
+        nodes=bool(node_members))
+    log = StageLog("attribution", stages, quiet=quiet)
     with progress_bar(quiet) as progress:
-        task = progress.add_task("attribution", total=n_tasks)
+        task = progress.add_task("attribution", total=len(stages))
 
         def step(name: str, t0: float) -> None:
             timings[name] = round(time.perf_counter() - t0, 3)
             progress.advance(task)
+            log.finished(name)
 
         # -- captum's methods ------------------------------------------------------------
         t0 = time.perf_counter()
@@ -302,15 +314,20 @@ def run_attribution(
             step("finetune", t0)
 
         # -- boundary IG -------------------------------------------------------------------
-        t0 = time.perf_counter()
-        search = find_boundary(model, x, eps=big_eps, steps=8, seed=seed)
-        big = big_attribute(model, x, target=targets, n_steps=n_steps, search=search, seed=seed)
-        keep("big", "BIG (boundary IG)", big)
-        step("big", t0)
+        search = None
+        if boundary:
+            t0 = time.perf_counter()
+            search = find_boundary(model, x, eps=big_eps, steps=8, seed=seed)
+            if search.found.any():  # with no boundary at all BIG would only repeat IG
+                big = big_attribute(model, x, target=targets, n_steps=n_steps, search=search,
+                                    seed=seed)
+                keep("big", "BIG (boundary IG)", big)
+            step("big", t0)
 
         # -- robustness --------------------------------------------------------------------
         t0 = time.perf_counter()
         xr, tr = x[:n_rob], targets[:n_rob]
+        robust = None
 
         def explainer(kind: str, sigma: float = 0.0):
             def fn(inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
@@ -332,15 +349,17 @@ def run_attribution(
         if sde_ok:
             for sigma in sig_pos:
                 explainers[f"sde_{short}:{sigma:g}"] = explainer("sde", sigma)
-        explainers["big"] = explainer("big")
-        robust = robustness_table(
-            model, xr, tr, explainers, eps=eps, k=0.1, attack_steps=10,
-            sensitivity_samples=sensitivity_samples, sensitivity_images=sensitivity_images,
-            infidelity_samples=16,
-            clean_attributions={k: maps[k].attributions[:n_rob] for k in explainers},
-            seed=seed,
-        )
-        step("robustness", t0)
+        if "big" in maps:
+            explainers["big"] = explainer("big")
+        if robustness:
+            robust = robustness_table(
+                model, xr, tr, explainers, eps=eps, k=0.1, attack_steps=10,
+                sensitivity_samples=sensitivity_samples, sensitivity_images=sensitivity_images,
+                infidelity_samples=16,
+                clean_attributions={k: maps[k].attributions[:n_rob] for k in explainers},
+                seed=seed,
+            )
+            step("robustness", t0)
 
         # -- smoothness and manifold alignment ----------------------------------------------
         t0 = time.perf_counter()
@@ -355,20 +374,20 @@ def run_attribution(
             ref_space = "input (given reference)"
         n_nb = int(min(32, len(ref_x) - 1))
         dim = int(min(8, n_nb - 1))
-        alignment: dict[str, dict[str, Any]] = {}
+        aligned: dict[str, dict[str, Any]] = {}
         for key, res in maps.items():
             sal = res.saliency()
             meta[key]["total_variation"] = float(np.mean([total_variation(m) for m in sal]))
             meta[key]["mean_abs"] = float(np.nanmean(np.abs(res.attributions)))
-            if res.attributions.shape == tuple(x.shape):
+            if alignment and res.attributions.shape == tuple(x.shape):
                 al = manifold_alignment(
                     x.numpy(), np.nan_to_num(res.attributions), ref_x.numpy(), method=key,
                     space=ref_space, n_neighbors=n_nb, dim=dim, seed=seed,
                     sample_indices=ds_idx,
                 )
-                alignment[key] = al.to_dict()
-        if alignment_layer is not None:
-            alignment.update(_layer_alignment(
+                aligned[key] = al.to_dict()
+        if alignment and alignment_layer is not None:
+            aligned.update(_layer_alignment(
                 model, x, targets, ref_x, alignment_layer, n_steps=n_steps, seed=seed,
                 n_neighbors=n_nb, dim=dim, sample_indices=ds_idx))
         step("alignment", t0)
@@ -449,6 +468,7 @@ def run_attribution(
             "sensitivity_images": sensitivity_images,
             "boundary_eps": big_eps, "max_per_node": max_per_node,
             "alignment_neighbors": n_nb, "alignment_dim": dim, "device": str(model_device(model)),
+            "stages": {"robustness": robustness, "boundary": boundary, "alignment": alignment},
             "memory_budget": current_budget(),
         },
         images={
@@ -460,9 +480,12 @@ def run_attribution(
         methods=meta,
         examples=examples,
         noisy_accuracy=accuracy,
-        robustness={**robust.to_dict(), "table": robust.table()},
-        alignment=alignment,
-        boundary=search.summary(),
+        robustness={} if robust is None else {**robust.to_dict(), "table": robust.table()},
+        alignment=aligned,
+        boundary={} if search is None else {
+            **search.summary(), "used": "big" in maps,
+            **({} if "big" in maps else {
+                "note": "no boundary point found for any image: BIG left out"})},
         checks=checks,
         timings=timings,
         nodes=nodes,
@@ -472,6 +495,34 @@ def run_attribution(
     if run_path is not None:
         result = _write(result, run_path, x, maps, node_full_maps)
     return result
+
+
+def _stage_weights(*, n_images: int, n_steps: int, n_draws: int, sigmas: Sequence[float],
+                   n_rob: int, accuracy_images: int, finetune_steps: int, boundary: bool,
+                   alignment: bool, nodes: bool) -> dict[str, float]:
+    """Expected relative cost of each stage, in gradient passes over one image.
+
+    Rough counts from the settings (IG = ``n_steps`` passes, SDE = ``n_draws`` IGs, a
+    forward = a third of a pass, BIG's search = 2 norms x 5 radii x 8 PGD steps); they
+    only weight the time-left estimate, which is rescaled by the measured times.
+    """
+    ig = n_steps
+    weights: dict[str, float] = {"captum_methods": n_images * (ig + 19)}
+    for sigma in sigmas:
+        weights[f"sde_{sigma:g}"] = n_images * n_draws * ig
+    weights["noisy_accuracy"] = accuracy_images * len(sigmas) * min(n_draws, 4) / 3
+    if finetune_steps > 0:
+        weights["finetune"] = finetune_steps * 64 + n_images * n_draws * ig * len(sigmas)
+    if boundary:
+        weights["big"] = n_images * (80 + ig)
+    if n_rob:
+        n_expl = 2 + sum(1 for s in sigmas if s > 0) + int(boundary)
+        per = ig * (1 + n_draws * sum(1 for s in sigmas if s > 0) / max(n_expl, 1))
+        weights["robustness"] = n_rob * n_expl * per * 16
+    weights["alignment"] = 24 + 2 * n_images if alignment else 1
+    if nodes:
+        weights["nodes"] = 64 * ig
+    return weights
 
 
 def _spec(dataset: Any) -> dict[str, Any]:
@@ -572,16 +623,25 @@ def summarize_attribution(result: AttributionResult) -> str:
                      f"{chk['ig_completeness_max_abs_delta']:.2e} "
                      f"({100 * chk['ig_completeness_max_rel_delta']:.1f}% of f(x) - f(0))")
     b = result.boundary
-    lines.append(f"  BIG: boundary point found for {b['n_found']}/{b['n_images']} images"
-                 + (f" (none for {b['not_found']})" if b["not_found"] else ""))
+    if not b:
+        lines.append("  BIG: skipped")
+    elif not b.get("n_found"):
+        lines.append(f"  BIG: no boundary point found for any of the {b['n_images']} images; "
+                     "BIG is left out of the maps and comparisons")
+    else:
+        lines.append(f"  BIG: boundary point found for {b['n_found']}/{b['n_images']} images"
+                     + (f" (none for {b['not_found']})" if b["not_found"] else ""))
     rob = result.robustness
-    pert = rob["params"]["perturbations"]
-    kept = ", ".join(f"{q} {rob['perturbations'][q].get('n_kept', '?')}" for q in pert)
-    lines.append(f"  robustness on {rob['params']['n_images']} images, "
-                 f"eps={rob['params']['eps']:g}; map comparisons over the images whose "
-                 f"prediction was kept ({kept}) (top-10% intersection per perturbation / "
-                 "Spearman / max-sens / infidelity / TV):")
-    for row in rob["table"]:
+    if not rob:
+        lines.append("  robustness: skipped")
+    pert = rob["params"]["perturbations"] if rob else []
+    if rob:
+        kept = ", ".join(f"{q} {rob['perturbations'][q].get('n_kept', '?')}" for q in pert)
+        lines.append(f"  robustness on {rob['params']['n_images']} images, "
+                     f"eps={rob['params']['eps']:g}; map comparisons over the images whose "
+                     f"prediction was kept ({kept}) (top-10% intersection per perturbation / "
+                     "Spearman / max-sens / infidelity / TV):")
+    for row in rob.get("table", []):
         inter = " / ".join(_fmt(row.get(f"{q}.topk_intersection")) for q in pert)
         spear = " / ".join(_fmt(row.get(f"{q}.spearman")) for q in pert)
         lines.append(
@@ -622,41 +682,25 @@ def _fmt(v: Any, digits: int = 2) -> str:
 
 
 def load_run_inputs(
-    run_dir: str | Path, *, device: str = "auto", need_train: bool = False
+    run_dir: str | Path, *, device: str = "auto", need_train: bool = False,
+    arch: str | None = None, num_classes: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any], Any, Any]:
     """The model, its info, the captured dataset (and its training split) of a run folder.
 
-    The model is the checkpoint named in ``RUN_DIR/run.json``; its weights hash must match
-    the one recorded at capture. The dataset is rebuilt from the store's spec.
+    The model is the checkpoint named in ``RUN_DIR/run.json``, built with the architecture
+    and class count recorded there (``arch`` / ``num_classes`` override); its weights hash
+    must match the one recorded at capture. The dataset is rebuilt from the store's spec.
     """
     from deepprofile.data import dataset_from_spec
-    from deepprofile.errors import MissingFileError, StoreMismatchError
-    from deepprofile.models import load_model, resolve_device
+    from deepprofile.errors import MissingFileError
+    from deepprofile.models import load_run_model, resolve_device
     from deepprofile.rundir import RunDir
 
     rd = RunDir(run_dir)
     if not rd.path.exists():
         raise MissingFileError(f"No run folder at {rd.path}; run `deepprofile capture` first.")
-    overview = rd.read_overview()
-    checkpoint = overview.get("checkpoint")
-    if not checkpoint:
-        raise DeepProfileError(
-            f"{rd.overview_path} names no checkpoint (was the run captured from a randomly "
-            "initialised model?). Attributions need the model's weights: capture from a "
-            "checkpoint file."
-        )
-    if not Path(checkpoint).exists():
-        raise MissingFileError(
-            f"The run's checkpoint {checkpoint} (from {rd.overview_path}) does not exist; "
-            "restore it or capture again."
-        )
-    model, info = load_model(checkpoint, device=resolve_device(device))
-    recorded = overview.get("weights_hash")
-    if recorded and info.weights_hash and recorded != info.weights_hash:
-        raise StoreMismatchError(
-            f"The checkpoint {checkpoint} has weights hash {info.weights_hash}, but the run was "
-            f"captured with {recorded}: the file changed since. Capture the run again."
-        )
+    model, info = load_run_model(rd.path, arch=arch, num_classes=num_classes,
+                                 device=resolve_device(device))
     store = rd.store(verify=False)
     spec = store.metadata.get("dataset")
     if not spec:

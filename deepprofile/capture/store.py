@@ -124,7 +124,10 @@ def remove_store(path: str | Path) -> None:
         shutil.rmtree(aside)
     os.rename(path, aside)
     kill_point("overwrite-removal")
-    shutil.rmtree(aside)
+    if aside.is_dir():
+        shutil.rmtree(aside)
+    else:  # a file where the store should be
+        aside.unlink()
 
 
 def _check_meta(meta: Any, path: Path) -> None:

@@ -150,6 +150,7 @@ def run_concepts(
     n_shuffles: int = 5,
     margin: float = 0.05,
     links: bool = True,
+    links_options: Mapping[str, Any] | None = None,
     device: str = "cpu",
     seed: int = 0,
     quiet: bool = False,
@@ -159,6 +160,8 @@ def run_concepts(
 
     ``concept_set`` defaults to the shapes ground truth when the run was captured on
     ``shapes``. ``model``/``dataset`` default to the run's checkpoint and captured dataset.
+    ``links_options`` go to ``deepprofile.concepts.links.run_concept_links`` (its
+    ``DEFAULTS``: ``parts``, ``topology_concepts``, ``attribution_concepts``, ...).
     """
     t0 = time.perf_counter()
     say = echo or (lambda _text: None)
@@ -248,7 +251,9 @@ def run_concepts(
 
     structures = None
     if links:
-        structures = _links(rd.path, concept_set, probes, seed, notes)
+        opts = {"model": model, "dataset": dataset, "device": device, "quiet": quiet,
+                **dict(links_options or {})}
+        structures = _links(rd.path, concept_set, probes, seed, notes, opts)
     meta = store.metadata
     result = ConceptsResult(
         run=str(rd.path), model=str(meta.get("model")), dataset=dict(meta.get("dataset") or {}),
@@ -363,7 +368,7 @@ def _run_tcav(model: Any, dataset: Any, store: Any, concept_set: ConceptSet,
 
 
 def _links(run_dir: Path, concept_set: ConceptSet, probes: Sequence[ConceptProbe], seed: int,
-           notes: list[str]) -> dict[str, Any] | None:
+           notes: list[str], options: Mapping[str, Any]) -> dict[str, Any] | None:
     """Call ``deepprofile.concepts.links.run_concept_links`` when that module exists."""
     try:
         module = importlib.import_module("deepprofile.concepts.links")
@@ -372,7 +377,8 @@ def _links(run_dir: Path, concept_set: ConceptSet, probes: Sequence[ConceptProbe
             notes.append("structure links skipped: deepprofile.concepts.links is not installed")
             return None
         raise
-    return module.run_concept_links(run_dir, concept_set, list(probes), seed=seed)
+    return module.run_concept_links(run_dir, concept_set, list(probes), seed=seed,
+                                    **{k: v for k, v in options.items() if v is not None})
 
 
 def summarize_concepts(result: ConceptsResult) -> str:

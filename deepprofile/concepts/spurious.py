@@ -205,7 +205,9 @@ def evaluate_model(name: str, checkpoint: Path, run_dir: Path, cfg: PairConfig, 
     result = run_concepts(run_dir, concepts, model=model, dataset=eval_set,
                           tcav_concepts=["marker"], tcav_classes=[cfg.spurious_class],
                           n_random=cfg.n_random, alpha=cfg.alpha, seed=cfg.seed,
-                          device=str(device), echo=echo)
+                          device=str(device), echo=echo,
+                          links_options={"attribution_concepts": ["marker"],
+                                         "topology_concepts": ["marker"]})
     marker = result.profile("marker")
     tcav = {s.layer: s for s in result.tcav.scores} if result.tcav else {}
     rows = np.flatnonzero(marked & other)[: cfg.n_attribution]

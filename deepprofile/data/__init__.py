@@ -19,18 +19,24 @@ from deepprofile.data.adapters import (
     image_folder,
 )
 from deepprofile.data.digits import DigitsDataset
+from deepprofile.data.folder import FolderDataset, align_classes, folder_dataset
 from deepprofile.data.shapes import ShapeConcepts, ShapesDataset, render_shape
 from deepprofile.errors import DeepProfileError
 
 DATASETS = ("digits", "shapes", "folder")
 
 
-def load_dataset(name: str, split: str = "test", **params: Any) -> Dataset:
-    """Build a named dataset. ``split`` applies to digits (train/test) and shapes (train/test).
+def load_dataset(name: str, split: str | None = None, **params: Any) -> Dataset:
+    """Build a named dataset: ``split`` is train or test (None: test for digits and shapes,
+    the whole folder for an image folder; see :mod:`deepprofile.data.folder` for its splits).
 
     For ``shapes`` the train and test splits use different generator seeds
     (``seed`` and ``seed + 1000``), so they never share images.
     """
+    if name in ("digits", "shapes"):
+        split = split or "test"
+    if name in ("digits", "shapes") and split not in ("train", "test"):
+        raise DeepProfileError(f"Unknown split {split!r} for {name}; use train or test.")
     if name == "digits":
         return DigitsDataset(split=split, size=int(params.get("size", 32)))
     if name == "shapes":
@@ -39,9 +45,9 @@ def load_dataset(name: str, split: str = "test", **params: Any) -> Dataset:
         params.pop("split", None)
         return ShapesDataset(n=n, seed=seed if split == "train" else seed + 1000, **params)
     if name == "folder":
-        if "root" not in params:
+        if params.get("root") is None:
             raise DeepProfileError("The folder dataset needs root=PATH (a class-per-folder tree).")
-        return image_folder(**params)
+        return folder_dataset(split=split, **params)
     raise DeepProfileError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
 
 
@@ -59,9 +65,10 @@ def dataset_from_spec(spec: dict[str, Any]) -> Dataset:
             marker_base_rate=float(spec["marker_base_rate"]),
         )
     if name == "folder":
-        return image_folder(
-            spec["root"], image_size=int(spec["image_size"]), mean=tuple(spec["mean"]),
-            std=tuple(spec["std"]),
+        return folder_dataset(
+            spec["root"], split=spec.get("split"), image_size=int(spec["image_size"]),
+            normalize=(tuple(spec["mean"]), tuple(spec["std"])), classes=spec.get("classes"),
+            seed=int(spec.get("split_seed") or 0),
         )
     raise DeepProfileError(
         f"Cannot rebuild dataset {name!r} from its spec; pass the dataset explicitly."
@@ -69,6 +76,7 @@ def dataset_from_spec(spec: dict[str, Any]) -> Dataset:
 
 
 __all__ = [
-    "ArrayDataset", "DigitsDataset", "ShapeConcepts", "ShapesDataset", "class_names",
-    "dataset_from_spec", "dataset_spec", "image_folder", "load_dataset", "render_shape",
+    "ArrayDataset", "DigitsDataset", "FolderDataset", "ShapeConcepts", "ShapesDataset",
+    "align_classes", "class_names", "dataset_from_spec", "dataset_spec", "folder_dataset",
+    "image_folder", "load_dataset", "render_shape",
 ]

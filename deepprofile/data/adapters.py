@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from deepprofile.errors import EmptyDatasetError, MissingFileError, ShapeError
+from deepprofile.errors import EmptyDatasetError, ShapeError
 
 
 class ArrayDataset(Dataset):
@@ -65,35 +65,18 @@ def image_folder(
     image_size: int = 224,
     mean: tuple[float, ...] = (0.485, 0.456, 0.406),
     std: tuple[float, ...] = (0.229, 0.224, 0.225),
+    **options: Any,
 ) -> Dataset:
     """A torchvision ``ImageFolder`` (one sub-folder per class) resized and normalised.
 
-    ``mean``/``std`` default to ImageNet's, which torchvision-trained weights expect.
+    ``mean``/``std`` default to ImageNet's, which torchvision-trained weights expect;
+    ``options`` (``split``, ``normalize``, ``classes``, ``seed``) are those of
+    :func:`deepprofile.data.folder.folder_dataset`.
     """
-    from torchvision import datasets, transforms
+    from deepprofile.data.folder import folder_dataset
 
-    root = Path(root)
-    if not root.is_dir():
-        raise MissingFileError(
-            f"Image folder {root} does not exist; point at a directory with one sub-folder "
-            "per class."
-        )
-    transform = transforms.Compose([
-        transforms.Resize(image_size),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
-    try:
-        ds = datasets.ImageFolder(str(root), transform=transform)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise EmptyDatasetError(f"No images found under {root}: {exc}") from exc
-    ds.class_names = list(ds.classes)  # type: ignore[attr-defined]
-    ds.spec = lambda: {  # type: ignore[attr-defined]
-        "name": "folder", "root": str(root.resolve()), "image_size": image_size,
-        "mean": list(mean), "std": list(std), "n": len(ds),
-    }
-    return ds
+    options.setdefault("normalize", (tuple(mean), tuple(std)))
+    return folder_dataset(root, image_size=image_size, **options)
 
 
 def dataset_spec(dataset: Dataset) -> dict[str, Any]:
@@ -104,5 +87,13 @@ def dataset_spec(dataset: Dataset) -> dict[str, Any]:
 
 
 def class_names(dataset: Dataset) -> list[str] | None:
+    """The dataset's class names (``class_names`` or ``classes``), or None."""
     names = getattr(dataset, "class_names", None) or getattr(dataset, "classes", None)
     return [str(n) for n in names] if names is not None else None
+
+
+def parse_normalization(spec: Any) -> Any:
+    """See :func:`deepprofile.data.folder.parse_normalization`."""
+    from deepprofile.data.folder import parse_normalization as parse
+
+    return parse(spec)

@@ -18,6 +18,8 @@ them, so importing this package stays cheap.
 
 from deepprofile.mapper.distance import (
     MapperDistanceMatrix,
+    PointAlignment,
+    align_points,
     assignment_agreement,
     mapper_distance,
     mapper_distance_matrix,
@@ -57,7 +59,8 @@ from deepprofile.mapper.store import (
 __all__ = [
     "LENSES", "KneeEstimate", "LayerCloud", "MapperDistanceMatrix", "MapperGraph",
     "MapperGraphResult", "MapperNode", "MapperParameterError", "MapperResult", "MapperStats",
-    "UnknownLensError", "assignment_agreement", "build_mapper", "check_cloud", "class_purity",
+    "PointAlignment", "UnknownLensError", "align_points", "assignment_agreement",
+    "build_mapper", "check_cloud", "class_purity",
     "cloud_from_store", "compute_lens", "confidence_from_logits", "entropy_from_logits",
     "graph_stats", "knee_point", "knn_knee_eps", "load_mapper_result", "mapper_distance",
     "mapper_distance_matrix", "mapper_from_store", "node_purity", "render_mapper_page",

@@ -7,9 +7,11 @@ Heavy imports (kmapper, scikit-learn, POT) happen inside the command so that
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+from deepprofile import cliparams as cp
 
 
 def register(app: typer.Typer) -> None:
@@ -26,17 +28,22 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         lens: Annotated[
-            str, typer.Option(help="l2norm, pca, pca2, confidence, entropy or centroid.")
+            Literal["l2norm", "pca", "pca2", "confidence", "entropy", "centroid"],
+            typer.Option(help="l2norm, pca, pca2, confidence, entropy or centroid.")
         ] = "l2norm",
-        intervals: Annotated[int, typer.Option(help="Cover intervals per lens dimension.")] = 40,
+        intervals: Annotated[int, typer.Option(
+            parser=cp.integer(1), help="Cover intervals per lens dimension.")] = 40,
         overlap: Annotated[
-            float, typer.Option(help="Overlap of neighbouring intervals, in [0, 1).")
+            float, typer.Option(parser=cp.number(0, 1, hi_open=True),
+                                help="Overlap of neighbouring intervals, in [0, 1).")
         ] = 0.3,
         eps: Annotated[
             float | None,
-            typer.Option(help="DBSCAN eps; default: knee of the sorted k-NN distances."),
+            typer.Option(parser=cp.number(0, lo_open=True),
+                         help="DBSCAN eps; default: knee of the sorted k-NN distances."),
         ] = None,
-        min_samples: Annotated[int, typer.Option(help="DBSCAN min_samples.")] = 5,
+        min_samples: Annotated[int, typer.Option(
+            parser=cp.integer(1), help="DBSCAN min_samples.")] = 5,
         thumbnails: Annotated[
             bool,
             typer.Option("--thumbnails/--no-thumbnails", help="Member images in node details."),
@@ -44,7 +51,8 @@ def register(app: typer.Typer) -> None:
         open_page: Annotated[
             bool, typer.Option("--open", help="Open the page(s) in a browser.")
         ] = False,
-        seed: Annotated[int, typer.Option(help="Seed for subsampling, PCA and clusterers.")] = 0,
+        seed: Annotated[int, typer.Option(
+            parser=cp.integer(0), help="Seed for subsampling, PCA and clusterers.")] = 0,
         quiet: Annotated[
             bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
         ] = False,

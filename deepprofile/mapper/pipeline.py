@@ -144,13 +144,14 @@ def _thumbnails(result: MapperGraphResult, dataset: Any, indices: Any) -> dict[i
     return thumbnails_from_dataset(dataset, sorted(rows), indices)
 
 
-def _concept_colours(run_dir: Path, result: MapperGraphResult) -> dict[str, np.ndarray]:
+def _concept_colours(run_dir: Path, result: MapperGraphResult, n_rows: int | None
+                     ) -> dict[str, np.ndarray]:
     """Colour values of the run's saved concept set (``RUN_DIR/concepts``), if it has one
-    covering this store's rows; otherwise none (pages are drawn without concepts)."""
+    covering this store's ``n_rows`` rows; otherwise none (pages are drawn without concepts)."""
     from deepprofile.concepts.links_mapper import concept_colours, saved_concept_masks
 
     masks = saved_concept_masks(run_dir)
-    if not masks:
+    if not masks or any(len(m) != n_rows for m in masks.values()):
         return {}
     try:
         return {f"concept {k}": v for k, v in concept_colours(result, masks).items()}
@@ -169,11 +170,13 @@ def write_pages(run_dir: str | Path, *, layers: Sequence[str] | None = None,
 
     rd = RunDir(run_dir)
     saved = load_mapper_result(rd.path)
-    dataset = indices = None
-    if thumbnails and rd.store_path.exists():
+    dataset = indices = n_rows = None
+    if rd.store_path.exists():
         store = ActivationStore.open(rd.store_path, verify=False)
-        dataset, _ = _load_dataset(store)
-        indices = store.indices if dataset is not None else None
+        n_rows = store.n_samples
+        if thumbnails:
+            dataset, _ = _load_dataset(store)
+            indices = store.indices if dataset is not None else None
     pages: dict[str, str] = {}
     for name in select_layers(list(saved.graphs), layers):
         result = saved.graphs[name]
@@ -185,7 +188,7 @@ def write_pages(run_dir: str | Path, *, layers: Sequence[str] | None = None,
                 thumbs = _thumbnails(result, dataset, indices)
             except Exception:  # optional: keep the page, lose the images
                 thumbs = {}
-        colours = _concept_colours(rd.path, result)
+        colours = _concept_colours(rd.path, result, n_rows)
         if extra_colours is not None:
             colours.update(extra_colours(result))
         rel = saved.pages.get(name) or f"{PAGES_DIR}/{page_name(name)}"
@@ -275,7 +278,8 @@ def run_mapper(
                         thumb_note = f"thumbnails failed: {exc}"
                 rel = f"{PAGES_DIR}/{page_name(name)}"
                 write_mapper_page(result, rd.path / rel, thumbnails=thumbs,
-                                  extra_colours=_concept_colours(rd.path, result))
+                                  extra_colours=_concept_colours(rd.path, result,
+                                                                 store.n_samples))
                 pages[name] = rel
             elif not quiet:
                 warnings.warn(

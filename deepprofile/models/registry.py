@@ -17,6 +17,14 @@ import torch
 from torch import nn
 
 from deepprofile.errors import DeepProfileError, MissingFileError
+from deepprofile.models.fit import (
+    check_finite,
+    check_model_fits_state,
+    guess_architecture,
+    infer_arch_kwargs,
+    infer_num_classes,
+    mismatch_message,
+)
 from deepprofile.models.small import SmallResNet
 
 
@@ -117,16 +125,39 @@ def _read_file(path: Path, unsafe: bool) -> Any:
             f"Weights file {path} does not exist. Pass the path of a state_dict or checkpoint "
             "(deepprofile never downloads weights)."
         )
+    if path.is_dir():
+        raise DeepProfileError(
+            f"{path} is a folder; expected a weights file written by torch.save (a state_dict "
+            "or a checkpoint).")
+    expected = "expected a PyTorch weights file written by torch.save (a state_dict or checkpoint)"
+    if path.stat().st_size == 0:
+        raise DeepProfileError(f"{path} is empty (0 bytes); {expected}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=not unsafe)
     except Exception as exc:
-        if not unsafe and "weights_only" in str(exc):
+        if not unsafe and "weights_only" in str(exc) and "Unsupported" in str(exc):
             raise DeepProfileError(
                 f"{path} holds pickled Python objects (a whole model?), which are not loaded "
                 "by default because unpickling runs code. If you trust the file, pass "
                 "--unsafe-load / unsafe=True."
             ) from exc
-        raise DeepProfileError(f"Cannot read weights file {path}: {exc}") from exc
+        raise DeepProfileError(f"{path} is {_describe_file(path)}; {expected}.") from exc
+
+
+def _describe_file(path: Path) -> str:
+    """What a file that torch.load cannot read looks like (for the error message)."""
+    head = path.read_bytes()[:512]
+    size = path.stat().st_size
+    if head.startswith(b"PK"):
+        return f"a zip archive that torch.load cannot read (truncated or damaged? {size} bytes)"
+    if head.startswith(b"\x80"):
+        return f"a Python pickle that torch.load cannot read (truncated or damaged? {size} bytes)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a PyTorch file ({size} bytes of binary data)"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"a text file ({size} bytes, starting {first!r}), not PyTorch weights"
 
 
 def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
@@ -155,11 +186,8 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True,
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[:4]
-        raise DeepProfileError(
-            f"Weights in {path} do not fit {type(model).__name__}: {' '.join(first)} "
-            "(wrong architecture or num_classes?)"
-        ) from exc
+        raise DeepProfileError(mismatch_message(
+            model, state, path, type(model).__name__, getattr(model, "num_classes", "?"))) from exc
     return model
 
 
@@ -169,20 +197,24 @@ def load_model(
     device: str | torch.device = "cpu",
     *,
     arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
     unsafe: bool = False,
 ) -> tuple[nn.Module, ModelInfo]:
     """A model ready for analysis (eval mode) and where it came from.
 
     ``spec`` is a deepprofile checkpoint (architecture inside), a weights file (then give
-    ``arch`` and ``num_classes``), or a registered architecture name (random init).
+    ``arch``; ``num_classes`` is read from the classifier's weight shape when not given),
+    or a registered architecture name (random init). Weights holding NaN or inf raise
+    :class:`~deepprofile.errors.NonFiniteWeightsError`.
     """
     from deepprofile.provenance import weights_hash
 
     spec_str = str(spec)
     path = Path(spec_str)
     if spec_str in ARCHITECTURES and not path.exists():
-        model = build_model(spec_str, num_classes=num_classes or 1000)
-        info = ModelInfo(spec_str, num_classes or 1000)
+        kwargs = dict(arch_kwargs or {})
+        model = build_model(spec_str, num_classes=num_classes or 1000, **kwargs)
+        info = ModelInfo(spec_str, num_classes or 1000, kwargs)
     else:
         if not path.exists():
             close = difflib.get_close_matches(spec_str, list(ARCHITECTURES), n=3)
@@ -192,28 +224,32 @@ def load_model(
                 + " Architectures: " + ", ".join(sorted(ARCHITECTURES)) + "."
             )
         raw = _read_file(path, unsafe)
-        if isinstance(raw, dict) and "arch" in raw and arch is None:
+        state = extract_state_dict(raw)
+        own = isinstance(raw, dict) and isinstance(raw.get("arch"), str)
+        if own and arch is None or own and arch == raw["arch"]:
             arch_name = raw["arch"]
-            kwargs = dict(raw.get("arch_kwargs") or {})
-            n_cls = num_classes or raw.get("num_classes") or 1000
-            extra = {k: raw[k] for k in ("epoch", "metrics", "seed") if k in raw}
+            kwargs = {**dict(raw.get("arch_kwargs") or {}), **dict(arch_kwargs or {})}
+            n_cls = num_classes or raw.get("num_classes")
+            extra = {k: raw[k] for k in ("epoch", "metrics", "seed", "class_names", "dataset")
+                     if k in raw}
         else:
             if arch is None:
+                guess = guess_architecture(state)
                 raise DeepProfileError(
                     f"{path} is a plain weights file; say which architecture it belongs to "
-                    "(--arch NAME / arch=...), and num_classes if not 1000."
+                    f"with --arch NAME (arch=...)"
+                    + (f"; its keys and shapes match {guess}." if guess else ".")
                 )
-            arch_name, kwargs, n_cls, extra = arch, {}, num_classes or 1000, {}
+            if arch not in ARCHITECTURES:
+                build_model(arch)  # raises the unknown-architecture error with suggestions
+            arch_name, extra = arch, {}
+            kwargs = {**infer_arch_kwargs(arch, state), **dict(arch_kwargs or {})}
+            n_cls = num_classes
+        n_cls = int(n_cls or infer_num_classes(arch_name, state, kwargs) or 1000)
         model = build_model(arch_name, num_classes=n_cls, **kwargs)
-        state = extract_state_dict(raw)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise DeepProfileError(
-                f"Weights in {path} do not fit {arch_name} with num_classes={n_cls}: "
-                f"{' '.join(str(exc).splitlines()[:3])}"
-            ) from exc
-        info = ModelInfo(arch_name, int(n_cls), kwargs, str(path.resolve()), extra=extra)
+        check_model_fits_state(model, state, path, arch_name, n_cls)
+        check_finite(model, path)
+        info = ModelInfo(arch_name, n_cls, kwargs, str(path.resolve()), extra=extra)
     model.eval().to(device)
     return model, ModelInfo(**{**info.to_dict(), "weights_hash": weights_hash(model)})
 

@@ -19,7 +19,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from deepprofile.errors import EmptyDatasetError, StoreMismatchError
+from deepprofile.errors import (
+    DeepProfileError,
+    EmptyDatasetError,
+    NonFiniteWeightsError,
+    StoreMismatchError,
+)
+from deepprofile.models.fit import check_finite
 from deepprofile.models.registry import build_model, save_checkpoint
 from deepprofile.provenance import now_iso, package_versions
 from deepprofile.results import write_json
@@ -97,8 +103,16 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` and write checkpoints + ``train_log.json`` under ``out_dir``."""
+    import math
+
     from deepprofile.data import class_names, load_dataset
 
+    if config.epochs < 1 or config.batch_size < 1 or config.n_checkpoints < 1:
+        raise DeepProfileError(
+            f"epochs, batch_size and n_checkpoints must be >= 1; got {config.epochs}, "
+            f"{config.batch_size}, {config.n_checkpoints}.")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise DeepProfileError(f"The learning rate must be a finite number > 0, not {config.lr}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_set = train_set or load_dataset(config.dataset, "train", **config.dataset_params)
@@ -146,15 +160,22 @@ def train(
             loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True,
                                 generator=gen)
             total, seen = 0.0, 0
-            for x, y in loader:
+            for step, (x, y) in enumerate(loader):
                 x, y = x.to(device), torch.as_tensor(y).to(device)
                 opt.zero_grad(set_to_none=True)
                 loss = nn.functional.cross_entropy(model(x), y)
+                if not bool(torch.isfinite(loss)):
+                    raise NonFiniteWeightsError(
+                        f"Training diverged: the loss is {float(loss)} at epoch {epoch + 1}, "
+                        f"step {step + 1} (lr {config.lr:g}); no checkpoint was written for "
+                        "this epoch. Lower --lr or check the data's normalisation.")
                 loss.backward()
                 opt.step()
                 sched.step()
                 total += loss.item() * len(y)
                 seen += len(y)
+            check_finite(model, f"the model after epoch {epoch + 1} (training diverged; "
+                                f"lower the learning rate {config.lr:g})")
             acc, test_loss = evaluate(model, test_set, device=device)
             elapsed += time.perf_counter() - t0
             row = {"epoch": epoch + 1, "train_loss": total / seen, "test_loss": test_loss,

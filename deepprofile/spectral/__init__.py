@@ -12,6 +12,7 @@ from typing import Any
 
 _EXPORTS = {
     "ClassHypergraph": "hypergraph",
+    "InitBaseline": "baseline",
     "LayerProjection": "projection",
     "LayerSVD": "conv_svd",
     "LayerSpectrum": "rmt",
@@ -41,6 +42,7 @@ _EXPORTS = {
     "project_output": "projection",
     "project_stored_outputs": "projection",
     "projection_layers": "pipeline",
+    "random_init_baseline": "baseline",
     "random_init_copy": "rmt",
     "run_spectral": "pipeline",
     "singular_values": "conv_svd",

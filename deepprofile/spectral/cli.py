@@ -7,9 +7,11 @@ Registered on the main app by ``register(app)``; heavy imports happen inside the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+from deepprofile import cliparams as cp
 
 
 def register(app: typer.Typer) -> None:
@@ -36,24 +38,34 @@ def register(app: typer.Typer) -> None:
             "--output", "-o", help="JSON file to write (default: RUN/results/spectral.json, "
                                    "or ./spectral.json without a run).")] = None,
         threshold: Annotated[float, typer.Option(
+            parser=cp.number(0, 1, lo_open=True),
             help="Influence threshold (cumulative energy share, or per-vector share).")] = 0.8,
-        mode: Annotated[str, typer.Option(help="cumulative | share")] = "cumulative",
+        mode: Annotated[Literal["cumulative", "share"],
+                        typer.Option(help="cumulative | share")] = "cumulative",
         n_vectors: Annotated[int | None, typer.Option(
+            parser=cp.integer(1),
             help="Top singular vectors per layer to consider (default: all).")] = None,
         max_layers: Annotated[int, typer.Option(
+            parser=cp.integer(1),
             help="Projection layers picked when --layers is not given.")] = 4,
         random_init: Annotated[bool, typer.Option(
             "--random-init/--no-random-init",
             help="Also analyse a seeded random-init copy side by side.")] = True,
         bootstrap: Annotated[int, typer.Option(
+            parser=cp.integer(0),
             help="Bootstrap samples for the power-law goodness-of-fit p-value (0: off).")] = 0,
         arch: Annotated[str | None, typer.Option(
-            help="Architecture of a plain weights file.")] = None,
-        num_classes: Annotated[int | None, typer.Option(help="Classes of the model head.")] = None,
-        batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 128,
+            help="Architecture of a plain weights file (default: from the checkpoint, or "
+                 "the run.json of --run).")] = None,
+        num_classes: Annotated[int | None, typer.Option(
+            parser=cp.integer(1),
+            help="Classes of the model head (default: read from the weights).")] = None,
+        batch_size: Annotated[int, typer.Option(
+            parser=cp.integer(1), help="Images per forward pass.")] = 128,
         device: Annotated[str, typer.Option(
-            help="auto (CUDA when available), cpu, cuda, cuda:1 ...")] = "auto",
-        seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+            parser=cp.device, help="auto (CUDA when available), cpu, cuda, cuda:1 ...")] = "auto",
+        seed: Annotated[int, typer.Option(
+            parser=cp.integer(0), help="Seed for every random choice.")] = 0,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """SVD + random-matrix analysis of every Conv/Linear layer (trained vs random init);
@@ -69,10 +81,24 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         if store is not None and run is not None:
             raise DeepProfileError("Give either --store or --run, not both.")
-        if mode not in ("cumulative", "share"):
-            raise DeepProfileError(f"--mode must be 'cumulative' or 'share', got {mode!r}.")
         dev = resolve_device(device)
-        net, info = load_model(model, num_classes=num_classes, device=dev, arch=arch)
+        if run is not None:
+            cp.run_folder(run)
+        if output is not None:
+            cp.output_folder(output.parent, "--output's folder")
+        arch_kwargs = None
+        if run is not None and arch is None:
+            from deepprofile.models import run_model_spec
+
+            recorded = run_model_spec(run)
+            same = (recorded["checkpoint"]
+                    and Path(recorded["checkpoint"]).resolve() == Path(model).resolve())
+            if same:
+                arch = recorded["arch"]
+                num_classes = num_classes or recorded["num_classes"]
+                arch_kwargs = dict(recorded["arch_kwargs"])
+        net, info = load_model(model, num_classes=num_classes, device=dev, arch=arch,
+                               arch_kwargs=arch_kwargs)
         opened = None
         if run is not None:
             run_dir = RunDir(run)

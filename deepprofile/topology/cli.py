@@ -7,9 +7,11 @@ Heavy imports (giotto-ph, giotto-tda, POT) happen inside the command so that
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+from deepprofile import cliparams as cp
 
 
 def register(app: typer.Typer) -> None:
@@ -30,29 +32,38 @@ def register(app: typer.Typer) -> None:
                          "Default: every stored layer the cloud kind can use."),
         ] = None,
         cloud: Annotated[
-            str, typer.Option(help="Point cloud per layer: max_position, image or positions.")
+            Literal["max_position", "image", "positions"],
+            typer.Option(help="Point cloud per layer: max_position, image or positions.")
         ] = "max_position",
-        n_points: Annotated[int, typer.Option(help="Points per cloud after subsampling.")] = 1000,
-        sampler: Annotated[str, typer.Option(help="random, stratified or fps.")] = "random",
+        n_points: Annotated[int, typer.Option(
+            parser=cp.integer(2), help="Points per cloud after subsampling.")] = 1000,
+        sampler: Annotated[Literal["random", "stratified", "fps"],
+                           typer.Option(help="random, stratified or fps.")] = "random",
         normalize: Annotated[
-            str, typer.Option(help="median (unit median pairwise distance), standardize, none.")
+            Literal["median", "standardize", "none"],
+            typer.Option(help="median (unit median pairwise distance), standardize, none.")
         ] = "median",
         metric: Annotated[
             list[str] | None,
-            typer.Option("--metric", "-m", help="sliced_wasserstein, wasserstein, bottleneck, "
-                         "landscape; repeat for several (first is the headline). Default: all."),
+            typer.Option("--metric", "-m", parser=cp.one_of(
+                "sliced_wasserstein", "wasserstein", "bottleneck", "landscape"),
+                help="sliced_wasserstein, wasserstein, bottleneck, landscape; repeat for "
+                     "several (first is the headline). Default: all."),
         ] = None,
         homology: Annotated[
             list[int] | None,
-            typer.Option("--homology", help="Homology dimensions; repeat (default 0 and 1)."),
+            typer.Option("--homology", parser=cp.integer(0, 3),
+                         help="Homology dimensions 0-3; repeat (default 0 and 1)."),
         ] = None,
         cutoff_quantile: Annotated[
             float | None,
-            typer.Option(help="Rips cutoff at this quantile of pairwise distances (faster; "
+            typer.Option(parser=cp.number(0, 1, lo_open=True),
+                         help="Rips cutoff at this quantile of pairwise distances (faster; "
                          "features alive at the cutoff get death = cutoff)."),
         ] = None,
         positions_k: Annotated[
-            int, typer.Option(help="Positions per image for --cloud positions.")
+            int, typer.Option(parser=cp.integer(1),
+                              help="Positions per image for --cloud positions.")
         ] = 16,
         store: Annotated[
             Path | None, typer.Option(help="Read this store instead of the run's stores.")
@@ -62,11 +73,14 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="JSON output (default RUN_DIR/results/topology.json, or "
                          "A/results/topology_compare.json with --compare)."),
         ] = None,
-        threads: Annotated[int, typer.Option(help="Threads inside one persistence run.")] = 2,
+        threads: Annotated[int, typer.Option(
+            parser=cp.integer(1), help="Threads inside one persistence run.")] = 2,
         device: Annotated[
-            str, typer.Option(help="auto|cpu|cuda (unused: topology runs on the CPU).")
+            str, typer.Option(parser=cp.device,
+                              help="auto|cpu|cuda (unused: topology runs on the CPU).")
         ] = "auto",
-        seed: Annotated[int, typer.Option(help="Seed for subsampling.")] = 0,
+        seed: Annotated[int, typer.Option(parser=cp.integer(0),
+                                          help="Seed for subsampling.")] = 0,
         quiet: Annotated[
             bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")
         ] = False,

@@ -380,12 +380,27 @@ def resolve_layer_stores(source: Any, layers: Sequence[str] | None, kind: str
     stores = candidate_stores(source)
 
     def usable(store: Any, layer: str) -> bool:
-        return layer in store.layers and \
-            parse_reduction(store.reduction(layer)).kind in _COMPATIBLE[kind]
+        if layer not in store.layers:
+            return False
+        try:
+            return parse_reduction(store.reduction(layer)).kind in _COMPATIBLE[kind]
+        except ValueError as exc:
+            from deepprofile.errors import CorruptStoreError
+
+            raise CorruptStoreError(
+                f"{store.path}: layer {layer!r} records an invalid reduction ({exc}); the "
+                "store's metadata is damaged. Capture again with --overwrite.") from None
 
     if layers is None:
         for store in stores:
             names = [name for name in store.layers if usable(store, name)]
+            left_out = [name for name in store.layers if name not in names]
+            if names and left_out:
+                # one store normally holds one reduction; never drop layers silently
+                raise ShapeError(
+                    f"{store.path} mixes reductions: {', '.join(names)} can make a {kind!r} "
+                    f"cloud but {', '.join(f'{n} ({store.reduction(n)})' for n in left_out)} "
+                    "cannot. Name the layers to use with --layers, or capture again.")
             if names:
                 return {name: store for name in names}
         found = {s.path.name: {n: s.reduction(n) for n in s.layers} for s in stores}

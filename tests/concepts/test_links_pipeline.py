@@ -127,3 +127,17 @@ def test_run_mapper_draws_a_saved_concept_set(shapes_run, tmp_path):
     result = _run_mapper(copy, layers=["layer2"], thumbnails=False, quiet=True, intervals=6,
                          overlap=0.3, min_samples=2)
     assert "concept marker" in (copy / result.pages["layer2"]).read_text()
+
+
+def test_a_concept_set_of_another_store_is_not_drawn(shapes_run, tmp_path):
+    import shutil
+
+    from deepprofile.concepts.sets import array_concept
+
+    path, _, _, store = shapes_run
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    array_concept("longer", np.ones(store.n_samples + 5, bool)).save(copy)
+    result = _run_mapper(copy, layers=["layer2"], thumbnails=False, quiet=True, intervals=6,
+                         overlap=0.3, min_samples=2)
+    assert "concept longer" not in (copy / result.pages["layer2"]).read_text()

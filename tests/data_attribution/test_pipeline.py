@@ -103,3 +103,40 @@ def test_cli_one_line_errors_and_single_checkpoint_warning(digits_run):
         single = run_data_attribution(run, checkpoints=[first], proj_dim=64, n_targets=2,
                                       quiet=True)
     assert single.warnings and len(single.checkpoints) == 1
+
+
+def test_compare_top_images_between_runs(digits_run, tmp_path):
+    import shutil
+
+    from deepprofile.data_attribution.compare import compare_data_attribution
+
+    run = digits_run["run"]
+    run_data_attribution(run, targets=["predictions", "concept:odd"], proj_dim=64,
+                         n_targets=6, k=5, quiet=True)
+    same = compare_data_attribution(run, run)
+    assert same["same_training_set"] and same["targets"]
+    for row in same["targets"]:
+        assert row["helpful_jaccard"] == 1.0 and row["harmful_jaccard"] == 1.0
+    concept = [r for r in same["targets"] if r["kind"] == "concept"][0]
+    assert concept["score_spearman"] == pytest.approx(1.0)
+    other = tmp_path / "other"
+    shutil.copytree(run / "results", other / "results")
+    shutil.copytree(run / "data_attribution", other / "data_attribution")
+    data = RunDir(other).read_result("data_attribution")
+    data["n_train"] = 5
+    RunDir(other).write_result("data_attribution", data)
+    assert compare_data_attribution(run, other) == {"same_training_set": False, "targets": []}
+    assert compare_data_attribution(run, tmp_path / "none") is None
+
+
+def test_report_section_with_thumbnails(digits_run, tmp_path):
+    from deepprofile.report import build_report
+
+    run = digits_run["run"]
+    run_data_attribution(run, targets=["predictions", "concept:odd"], proj_dim=64,
+                         n_targets=4, k=3, quiet=True)
+    html = build_report(run, tmp_path / "report.html", strict=True).read_text()
+    assert "Data attribution (TRAK)" in html
+    assert "Most helpful and most harmful training images" in html
+    assert html.count("data:image/png;base64,") >= 6
+    assert "precision@k" not in html or "lift" in html

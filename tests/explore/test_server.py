@@ -103,3 +103,21 @@ def test_cli_serves_until_ctrl_c(explore_runs):
             proc.wait()
     assert proc.returncode == 0 and "explorer stopped" in out and "Traceback" not in err
     assert _refused(int(match.group(1)))
+
+
+def test_cli_warns_before_binding_beyond_localhost(explore_runs, monkeypatch, capsys):
+    """--host 0.0.0.0 prints the warning first (the bind itself is stubbed out: tests
+    listen on the loopback only)."""
+    import deepprofile.explore.server as server_module
+    from deepprofile.cli import main
+
+    def refuse(app, host, port):
+        raise ServerError(f"stub: not binding {host}")
+
+    monkeypatch.setattr(server_module, "serve", refuse)
+    monkeypatch.setattr(sys, "argv", ["deepprofile", "explore", str(explore_runs["a"]),
+                                      "--host", "0.0.0.0", "--no-browser"])
+    with pytest.raises(SystemExit):
+        main()
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("warning: binding to 0.0.0.0") and "stub: not binding 0.0.0.0" in err

@@ -45,6 +45,7 @@ from deepprofile.report.registry import COMPARE_SECTIONS, SECTIONS, register_sec
 
 SECTION_MODULES: tuple[str, ...] = (
     "overview", "capture", "topology", "mapper", "spectral", "attribution", "concepts",
+    "data_attribution",
 )
 """Modules of this package whose builders make the run report, in page order."""
 
