@@ -109,6 +109,7 @@ def register(app: typer.Typer) -> None:
         """
         from threadpoolctl import threadpool_limits
 
+        from deepprofile.attribution.memory import parse_budget
         from deepprofile.attribution.pipeline import (
             load_run_inputs,
             node_members_from_mapper,
@@ -118,6 +119,7 @@ def register(app: typer.Typer) -> None:
         from deepprofile.errors import DeepProfileError
         from deepprofile.results import read_json
 
+        parse_budget(memory_budget)  # a bad size fails before the model loads
         cp.run_folder(run_dir)
         if node_members is not None and not node_members.is_file():
             raise DeepProfileError(f"--node-members {node_members} is not a file.")
