@@ -97,7 +97,8 @@ def test_bad_input_leaves_run_untouched(digits_run, tmp_path):
 def test_cli_one_line_errors_and_single_checkpoint_warning(digits_run):
     run = digits_run["run"]
     res = CliRunner().invoke(app, ["data-attribution", str(run), "--proj-dim", "5000", "-q"])
-    assert res.exit_code != 0 and "below 1257" in str(res.exception)
+    assert res.exit_code == 2 and "below 1257" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
     first = digits_run["result"].checkpoints[0]
     with pytest.warns(UserWarning, match="one checkpoint"):
         single = run_data_attribution(run, checkpoints=[first], proj_dim=64, n_targets=2,

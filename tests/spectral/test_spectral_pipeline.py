@@ -127,5 +127,5 @@ def test_cli_errors_are_deepprofile_errors(tmp_path, cli):
     res = runner.invoke(cli, ["spectral", str(ckpt), "--weight-layers", "stem.1", "-q"])
     assert isinstance(res.exception, DeepProfileError) and "BatchNorm2d" in str(res.exception)
     res = runner.invoke(cli, ["spectral", str(ckpt), "--run", str(tmp_path / "none"), "-q"])
-    assert isinstance(res.exception, DeepProfileError) and "no activation store" in str(
+    assert isinstance(res.exception, DeepProfileError) and "is not a folder" in str(
         res.exception)
