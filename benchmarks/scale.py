@@ -55,11 +55,12 @@ def capture_case(n: int, path: Path, flat_layer: str, batch_size: int, threads: 
                              batch_size=batch_size, chunk_size=4 * batch_size, quiet=True,
                              overwrite=True)
     seconds = time.perf_counter() - t0
+    peak = _rss_mb()  # before anything reads the store back
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return {"n": n, "seconds": round(seconds, 1), "images_per_s": round(n / seconds, 1),
-            "peak_rss_mb": _rss_mb(), "rss_before_capture_mb": before,
+            "peak_rss_mb": peak, "rss_before_capture_mb": before,
             "store_mb": round(size / 2**20, 1),
-            "flat_shape": list(store.layer(flat_layer).shape[1:])}
+            "flat_shape": list(store.output_shape(flat_layer))}
 
 
 def analysis_case(path: Path, layer: str, topology_points: int, threads: int) -> dict:
