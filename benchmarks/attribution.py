@@ -28,6 +28,14 @@ inside captum's forward passes, on both sides.
 
     python benchmarks/attribution.py [--repeats 25] [--sde-repeats 9] [--threads N]
 
+Memory (``--memory``): peak RSS of torchvision's resnet50 (random init, nothing
+downloaded) at ``--size`` px with ``--images`` images, each case in a fresh subprocess
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``), with the default memory budget, a
+given one and no bound: IG (``--steps``), SDE-IG (``--draws`` x ``--steps``), BIG, and
+the spectral projections (``project_dataset``, inputs side, two conv layers)::
+
+    python benchmarks/attribution.py --memory [--size 224 --images 2 --steps 8 --draws 2]
+
 Prints one JSON object (about 3 minutes on 2 cores). Target: overhead at most 5% for
 IG-50 and SDE-IG. ``meets_target`` uses the directly measured wrapper time;
 ``wall_clock_paired_median_within_target`` says whether the noisier wall-clock paired
@@ -213,14 +221,105 @@ def bench_model(name: str, model: torch.nn.Module, x: torch.Tensor, repeats: int
     }
 
 
+MEMORY_CASES = ("ig", "sde_ig", "big", "projection")
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def memory_case(case: str, budget: str, images: int, size: int, steps: int,
+                draws: int) -> dict:
+    """One case in this (fresh) process: peak RSS before and after the work."""
+    from torchvision.models import resnet50
+
+    from deepprofile.attribution.boundary import big_attribute
+    from deepprofile.attribution.memory import memory_budget
+    from deepprofile.attribution.methods import attribute
+    from deepprofile.attribution.sde import sde_attribute
+
+    torch.manual_seed(0)
+    model = resnet50(weights=None).eval()
+    x = torch.randn(images, 3, size, size)
+    target = torch.zeros(images, dtype=torch.long)
+    before = _rss_mb()
+    plan = None
+    t0 = time.perf_counter()
+    with memory_budget(budget):
+        if case == "ig":
+            plan = attribute(model, x, method="ig", target=target, n_steps=steps).params
+        elif case == "sde_ig":
+            plan = sde_attribute(model, x, sigma=0.1, n_draws=draws, n_steps=steps,
+                                 target=target).params
+        elif case == "big":
+            plan = big_attribute(model, x, target=target, n_steps=steps, steps=2,
+                                 eps={"L2": (1.0,), "Linf": (0.05,)}).params
+        else:
+            from torch.utils.data import TensorDataset
+
+            from deepprofile.spectral.projection import project_dataset
+
+            project_dataset(model, TensorDataset(x, target), ["layer1.0.conv2", "layer2.0.conv2"],
+                            source="inputs", quiet=True)
+    return {"case": case, "budget": budget, "peak_rss_mb": _rss_mb(),
+            "rss_before_work_mb": before, "seconds": round(time.perf_counter() - t0, 1),
+            "memory_plan": (plan or {}).get("memory")}
+
+
+def memory_benchmark(args: argparse.Namespace) -> dict:
+    """Every case under each budget, each in its own subprocess (peak RSS is per process)."""
+    import subprocess
+    import sys
+
+    rows = []
+    for case in args.cases:
+        for budget in args.budgets:
+            cmd = [sys.executable, __file__, "--memory-case", case, "--budget", budget,
+                   "--images", str(args.images), "--size", str(args.size),
+                   "--steps", str(args.steps), "--draws", str(args.draws)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                rows.append({"case": case, "budget": budget, "error": out.stderr[-500:]})
+            else:
+                rows.append(json.loads(out.stdout))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return {"benchmark": "attribution_memory", "model": "resnet50 (random init)",
+            "size": args.size, "images": args.images, "n_steps": args.steps,
+            "n_draws": args.draws, "threads": args.threads or torch.get_num_threads(),
+            "note": "peak_rss_mb is the whole process (python, torch, model weights ~100 MB, "
+                    "inputs); rss_before_work_mb the peak before the measured call",
+            "results": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=25, help="IG and saliency pairs")
     parser.add_argument("--sde-repeats", type=int, default=9, help="SDE-IG pairs")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--memory", action="store_true", help="peak RSS on resnet50 instead")
+    parser.add_argument("--memory-case", choices=MEMORY_CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--cases", nargs="+", default=list(MEMORY_CASES))
+    parser.add_argument("--budgets", nargs="+", default=["2GiB", "512MiB", "none"])
+    parser.add_argument("--budget", default="2GiB", help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--draws", type=int, default=2)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory_case:
+        warnings.filterwarnings("ignore")
+        print(json.dumps(memory_case(args.memory_case, args.budget, args.images, args.size,
+                                     args.steps, args.draws)))
+        return
+    if args.memory:
+        print(json.dumps(memory_benchmark(args), indent=1))
+        return
     warnings.filterwarnings("ignore", message=".*did not already require gradients")
     from torchvision.models import resnet18
 

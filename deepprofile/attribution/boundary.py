@@ -149,6 +149,10 @@ def find_boundary(
     adv_class = orig.numpy().copy()
     lo, hi = bounds if bounds is not None else (float("-inf"), float("inf"))
     with eval_mode(model), seeded(seed):
+        from deepprofile.attribution.memory import bounded_batch
+
+        # PGD attacks each image on its own: a budget-bounded batch changes nothing
+        batch_size = bounded_batch(model, x_all[:1].to(device), batch_size)
         # captum's default loss is -log(output), meant for probabilities; models give logits.
         attack = PGD(model, loss_func=_cross_entropy, lower_bound=lo, upper_bound=hi)
         for nm in norms:

@@ -94,6 +94,9 @@ def register(app: typer.Typer) -> None:
             help="Classes of the model head (default: from run.json).")] = None,
         device: Annotated[str, typer.Option(
             parser=cp.device, help="auto (CUDA when available), cpu, cuda.")] = "auto",
+        memory_budget: Annotated[str, typer.Option(
+            help="Activation memory one forward-backward pass may use, e.g. 2GB, 8GiB, "
+            "or 'none' (no bound); sets captum's internal batch sizes.")] = "2GiB",
         seed: Annotated[int, typer.Option(
             parser=cp.integer(0), help="Seed for every random choice.")] = 0,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -106,6 +109,7 @@ def register(app: typer.Typer) -> None:
         """
         from threadpoolctl import threadpool_limits
 
+        from deepprofile.attribution.memory import parse_budget
         from deepprofile.attribution.pipeline import (
             load_run_inputs,
             node_members_from_mapper,
@@ -115,6 +119,7 @@ def register(app: typer.Typer) -> None:
         from deepprofile.errors import DeepProfileError
         from deepprofile.results import read_json
 
+        parse_budget(memory_budget)  # a bad size fails before the model loads
         cp.run_folder(run_dir)
         if node_members is not None and not node_members.is_file():
             raise DeepProfileError(f"--node-members {node_members} is not a file.")
@@ -149,6 +154,7 @@ def register(app: typer.Typer) -> None:
                 robustness=_pick(robustness, preset, "robustness"),
                 boundary=_pick(big, preset, "big"),
                 alignment=_pick(alignment, preset, "alignment"),
+                memory_budget=memory_budget,
             )
         if not quiet:
             typer.echo(summarize_attribution(result))

@@ -241,9 +241,14 @@ def model_device(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Predicted classes (argmax of the logits) in eval mode, as a CPU LongTensor."""
+    from deepprofile.attribution.memory import FORWARD_FACTOR, bounded_batch
+
     device = model_device(model)
     out = []
     with eval_mode(model):
+        if len(inputs) > 1:
+            batch_size = bounded_batch(model, inputs[:1].to(device), batch_size,
+                                       factor=FORWARD_FACTOR)
         for start in range(0, len(inputs), batch_size):
             logits = model(inputs[start : start + batch_size].to(device))
             out.append(logits.argmax(dim=1).cpu())
@@ -404,6 +409,42 @@ def _call_captum(
     return out, delta
 
 
+def _memory_plan(
+    method: str, model: nn.Module, example: torch.Tensor, batch_size: int,
+    params: dict[str, Any],
+) -> tuple[int, dict[str, Any], dict[str, Any] | None]:
+    """Batch size and captum options that keep one pass within the memory budget.
+
+    Deterministic methods give the same numbers whatever the split (to float rounding).
+    SmoothGrad and GradientShap draw their noise per captum call, so a split forced by
+    the budget gives another (seeded, reproducible) draw of the same distribution.
+    """
+    from deepprofile.attribution import memory as mem
+
+    cap = mem.samples_per_pass(model, example)
+    if cap is None:
+        return batch_size, params, None
+    run = dict(params)
+    if method in ("integrated_gradients", "layer_integrated_gradients"):
+        batch_size = min(batch_size, cap)
+        if run["internal_batch_size"] is None:
+            run["internal_batch_size"] = max(batch_size, cap)
+    elif method == "smoothgrad":
+        batch_size = min(batch_size, cap)
+        if run["nt_samples_batch_size"] is None and batch_size * run["nt_samples"] > cap:
+            run["nt_samples_batch_size"] = max(1, cap // batch_size)
+    elif method == "gradient_shap":
+        batch_size = max(1, min(batch_size, cap // max(1, run["n_samples"])))
+    else:
+        batch_size = min(batch_size, cap)
+    memory = {"budget": mem.current_budget(), "samples_per_pass": int(cap),
+              "batch_size": int(batch_size)}
+    for key in ("internal_batch_size", "nt_samples_batch_size"):
+        if run.get(key) is not None and params.get(key) is None:
+            memory[key] = int(run[key])
+    return batch_size, run, memory
+
+
 def attribute(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -489,6 +530,8 @@ def attribute(
     chunks: list[torch.Tensor] = []
     deltas: list[torch.Tensor] = []
     with eval_mode(model):
+        batch_size, run_params, memory = _memory_plan(
+            method, model, inputs[:1].to(device), batch_size, params)
         for b, start in enumerate(range(0, n, batch_size)):
             stop = min(start + batch_size, n)
             x = inputs[start:stop].to(device)
@@ -502,7 +545,7 @@ def attribute(
             ):
                 # captum warns that it switched requires_grad on for the inputs: expected.
                 warnings.filterwarnings("ignore", message=".*did not already require gradients")
-                out, delta = _call_captum(method, explainer, x, t, base, params, want_delta)
+                out, delta = _call_captum(method, explainer, x, t, base, run_params, want_delta)
             chunks.append(out.detach().to("cpu", torch.float32))
             if delta is not None:
                 deltas.append(delta.detach().reshape(-1).to("cpu", torch.float32))
@@ -513,7 +556,8 @@ def attribute(
         kept_baselines = per_sample_baselines.detach().cpu().float().numpy()
     return AttributionMaps(
         method=method,
-        params={**params, "batch_size": batch_size, "seed": seed},
+        params={**params, "batch_size": batch_size, "seed": seed,
+                **({"memory": memory} if memory else {})},
         attributions=attributions,
         targets=targets.numpy().astype(np.int64),
         target_mode=target_mode,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepprofile.attribution.memory import DEFAULT_BUDGET, current_budget, with_memory_budget
 from deepprofile.attribution.methods import (
     attribute,
     canonical_method,
@@ -114,6 +115,7 @@ def _round(a: np.ndarray, digits: int = 5) -> list:
     return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
 
 
+@with_memory_budget
 def run_attribution(
     model: nn.Module,
     run_dir: str | Path | None,
@@ -146,6 +148,7 @@ def run_attribution(
     robustness: bool = True,
     boundary: bool = True,
     alignment: bool = True,
+    memory_budget: int | float | str | None = DEFAULT_BUDGET,
 ) -> AttributionResult:
     """Explain ``n_images`` images of ``dataset`` with every method and compare them.
 
@@ -159,6 +162,8 @@ def run_attribution(
     stages off (their parts of the result are then empty). BIG is left out of the maps
     and the comparisons when no boundary point is found for any image. Writes results
     when ``run_dir`` is given; prints one line per stage when stderr is not a terminal.
+    ``memory_budget`` (bytes, ``"4GB"``, or ``None``/``"none"`` for no bound) bounds every
+    pass's activations (:mod:`deepprofile.attribution.memory`).
     """
     from deepprofile.attribution.boundary import big_attribute, find_boundary
     from deepprofile.attribution.manifold import (
@@ -464,6 +469,7 @@ def run_attribution(
             "boundary_eps": big_eps, "max_per_node": max_per_node,
             "alignment_neighbors": n_nb, "alignment_dim": dim, "device": str(model_device(model)),
             "stages": {"robustness": robustness, "boundary": boundary, "alignment": alignment},
+            "memory_budget": current_budget(),
         },
         images={
             "dataset_indices": ds_idx.tolist(),

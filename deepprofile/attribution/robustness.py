@@ -211,13 +211,12 @@ def topk_attack(
     orig = predict(model, x0).to(device)
     step = step_size if step_size is not None else 2.5 * eps / steps
 
-    def sal(x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-        out = surrogate(x).gather(1, t[:, None]).sum()
-        (g,) = torch.autograd.grad(out, x, create_graph=create_graph)
-        return g.abs().sum(1) if g.ndim == 4 else g.abs()
+    def attack(x0d: torch.Tensor, t: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
+        def sal(x: torch.Tensor, create_graph: bool) -> torch.Tensor:
+            out = surrogate(x).gather(1, t[:, None]).sum()
+            (g,) = torch.autograd.grad(out, x, create_graph=create_graph)
+            return g.abs().sum(1) if g.ndim == 4 else g.abs()
 
-    x0d = x0.to(device)
-    with seeded(seed), torch.enable_grad():
         xin = x0d.clone().requires_grad_(True)
         base = sal(xin, False).detach()
         flat = base.reshape(len(base), -1)
@@ -226,18 +225,31 @@ def topk_attack(
         mask.scatter_(1, flat.topk(kk, dim=1).indices, 1.0)
         mask = mask.reshape(base.shape)
         x_adv = x0d.clone()
-        with eval_mode(model):
-            for _ in range(steps):
-                xa = x_adv.clone().requires_grad_(True)
-                s = sal(xa, True)
-                share = (s * mask).flatten(1).sum(1) / (s.flatten(1).sum(1) + 1e-12)
-                (g,) = torch.autograd.grad(share.sum(), xa)
-                cand = x_adv - step * g.sign()
-                cand = x0d + (cand - x0d).clamp(-eps, eps)
-                with torch.no_grad():
-                    keep = model(cand).argmax(1) == orig
-                x_adv = torch.where(keep.view(-1, *[1] * (x0d.ndim - 1)), cand, x_adv).detach()
-    moved = (x_adv - x0d).flatten(1).abs().amax(1) > 0
+        for _ in range(steps):
+            xa = x_adv.clone().requires_grad_(True)
+            s = sal(xa, True)
+            share = (s * mask).flatten(1).sum(1) / (s.flatten(1).sum(1) + 1e-12)
+            (g,) = torch.autograd.grad(share.sum(), xa)
+            cand = x_adv - step * g.sign()
+            cand = x0d + (cand - x0d).clamp(-eps, eps)
+            with torch.no_grad():
+                keep = model(cand).argmax(1) == orig
+            x_adv = torch.where(keep.view(-1, *[1] * (x0d.ndim - 1)), cand, x_adv).detach()
+        return x_adv
+
+    # every image is attacked on its own (eval mode), so chunks under the memory budget
+    # give the same perturbations as one batch
+    from deepprofile.attribution.memory import DOUBLE_BACKWARD_FACTOR, bounded_batch
+
+    x_all = x0.to(device)
+    chunk = bounded_batch(surrogate, x_all[:1], len(x_all), factor=DOUBLE_BACKWARD_FACTOR)
+    parts = []
+    with seeded(seed), torch.enable_grad(), eval_mode(model):
+        for start in range(0, len(x_all), chunk):
+            sl = slice(start, start + chunk)
+            parts.append(attack(x_all[sl], t[sl], orig[sl]))
+    x_adv = torch.cat(parts) if parts else x_all.clone()
+    moved = (x_adv - x_all).flatten(1).abs().amax(1) > 0
     return x_adv.cpu(), moved.cpu().numpy()
 
 
@@ -375,9 +387,28 @@ def robustness_table(
     s_radius = eps if sensitivity_radius is None else sensitivity_radius
     i_std = eps if infidelity_std is None else infidelity_std
 
-    def perturb_fn(inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn_like(inp) * i_std
-        return noise, inp - noise
+    from deepprofile.attribution.memory import FORWARD_FACTOR, samples_per_pass
+
+    cap = samples_per_pass(model, x[:1].to(device), factor=FORWARD_FACTOR)
+    # captum's infidelity runs n_images x infidelity_samples forwards at once unless split
+    infid_batch = None
+    if cap is not None and cap < len(x) * infidelity_samples:
+        infid_batch = len(x) * max(1, cap // len(x))
+
+    def noise_bank(mi: int) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        # all the noise is drawn up front, (image, sample)-indexed, so that captum's split
+        # of the samples into memory-bounded batches hands every sample the same noise
+        gen = torch.Generator().manual_seed(seed + 211 * mi)
+        bank = torch.randn((len(x), max(infidelity_samples, 1), *x.shape[1:]), generator=gen)
+        used = [0]
+
+        def perturb_fn(inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            s = len(inp) // len(x)
+            noise = bank[:, used[0] : used[0] + s].reshape(inp.shape).to(inp.device) * i_std
+            used[0] += s
+            return noise, inp - noise
+
+        return perturb_fn
 
     seconds: dict[str, float] = {}
     for mi, (name, fn) in enumerate(explainers.items()):
@@ -418,8 +449,9 @@ def robustness_table(
         if infidelity_samples > 0:
             with seeded(seed + 211 * mi), eval_mode(model):
                 inf = infidelity(
-                    model, perturb_fn, x.to(device), clean.to(device), target=t.to(device),
+                    model, noise_bank(mi), x.to(device), clean.to(device), target=t.to(device),
                     n_perturb_samples=infidelity_samples, normalize=True,
+                    max_examples_per_batch=infid_batch,
                 ).detach().cpu().numpy()
             infid[name] = {"mean": _nanstats(inf)[0], "values": inf.tolist(),
                            "std": i_std, "n_samples": infidelity_samples}

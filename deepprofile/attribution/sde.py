@@ -328,8 +328,14 @@ def noisy_accuracy(
     Uses the same per-draw noise as :func:`sde_attribute`, so it says how far the
     networks whose attributions are averaged still classify like the original.
     """
+    from deepprofile.attribution.memory import FORWARD_FACTOR, bounded_batch
+
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long).reshape(-1)
     device = model_device(model)
+    if len(inputs) > 1:
+        with eval_mode(model):
+            batch_size = bounded_batch(model, torch.as_tensor(inputs[:1]).to(device), batch_size,
+                                       factor=FORWARD_FACTOR)
     rows = []
     for sigma in sigmas:
         accs = []

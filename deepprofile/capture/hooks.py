@@ -129,6 +129,8 @@ class ActivationRecorder:
         self._current: dict[str, torch.Tensor] = {}
         self._current_inputs: dict[str, torch.Tensor] = {}
         self._indices: np.ndarray | None = None
+        self._finite: list[tuple[str, torch.Tensor]] = []
+        self._sync: set[torch.device] = set()
         self.output_shapes: dict[str, tuple[int, ...]] = {}
 
     # -- context management -------------------------------------------------
@@ -171,21 +173,42 @@ class ActivationRecorder:
         return hook
 
     def _reduce(self, tensor: torch.Tensor, red: Reduction, name: str) -> torch.Tensor:
+        """Reduce on the tensor's device, then copy to the host.
+
+        On CUDA the copy goes into pinned memory without blocking, and the finiteness
+        check is computed on the device: nothing waits for the GPU until the forward pass
+        is over (:meth:`_finish` synchronises once per batch). On the CPU both are no-ops.
+        """
         reduced = reduce(tensor, red, sample_indices=self._indices, seed=self.seed, layer=name)
-        reduced = reduced.to("cpu", non_blocking=False)
         if reduced.dtype in (torch.float16, torch.bfloat16):
             reduced = reduced.float()
         if self.check_finite and reduced.is_floating_point():
-            bad = ~torch.isfinite(reduced.reshape(reduced.shape[0], -1)).all(dim=1)
-            if bool(bad.any()):
-                rows = torch.nonzero(bad).flatten().tolist()
-                ids = rows if self._indices is None else [int(self._indices[r]) for r in rows]
-                raise NonFiniteActivationError(
-                    f"Layer {name!r} produced NaN/inf activations for sample(s) {ids[:10]}"
-                    f"{' ...' if len(ids) > 10 else ''}. Check the inputs and the weights "
-                    "(a diverged checkpoint?), or pass check_finite=False to record them anyway."
-                )
+            self._finite.append((name, torch.isfinite(reduced.reshape(reduced.shape[0], -1))
+                                 .all(dim=1)))
+        if reduced.device.type == "cuda":
+            host = torch.empty(reduced.shape, dtype=reduced.dtype, pin_memory=True)
+            host.copy_(reduced, non_blocking=True)
+            self._sync.add(reduced.device)
+            return host
         return reduced
+
+    def _finish(self) -> None:
+        """Wait for the batch's device-to-host copies, then report non-finite activations."""
+        for device in self._sync:
+            torch.cuda.current_stream(device).synchronize()
+        self._sync.clear()
+        checks, self._finite = self._finite, []
+        for name, ok in checks:
+            ok = ok.cpu()
+            if bool(ok.all()):
+                continue
+            rows = torch.nonzero(~ok).flatten().tolist()
+            ids = rows if self._indices is None else [int(self._indices[r]) for r in rows]
+            raise NonFiniteActivationError(
+                f"Layer {name!r} produced NaN/inf activations for sample(s) {ids[:10]}"
+                f"{' ...' if len(ids) > 10 else ''}. Check the inputs and the weights "
+                "(a diverged checkpoint?), or pass check_finite=False to record them anyway."
+            )
 
     @torch.no_grad()
     def __call__(
@@ -196,10 +219,13 @@ class ActivationRecorder:
             raise RuntimeError("Use the recorder inside `with ActivationRecorder(...) as rec:`.")
         self._indices = None if sample_indices is None else np.asarray(sample_indices)
         self._current, self._current_inputs = {}, {}
+        self._finite, self._sync = [], set()
         try:
             logits = self.model(inputs)
+            self._finish()
         finally:
             self._indices = None
+            self._finite, self._sync = [], set()
         logits = first_tensor(logits, "<model output>").detach().to("cpu").float()
         if self.check_finite:
             bad = ~torch.isfinite(logits.reshape(logits.shape[0], -1)).all(dim=1)

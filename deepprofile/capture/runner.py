@@ -31,10 +31,10 @@ from deepprofile.capture.hooks import ActivationRecorder, first_tensor
 from deepprofile.capture.reducers import Reduction, parse_reduction
 from deepprofile.capture.selectors import resolve_layers
 from deepprofile.capture.store import ActivationStore
+from deepprofile.capture.writer import ChunkWriter
 from deepprofile.errors import EmptyDatasetError, ShapeError
 from deepprofile.locking import file_lock
 from deepprofile.provenance import now_iso, package_versions, weights_hash
-from deepprofile.testhooks import kill_point
 
 
 def store_lock(path: str | Path):
@@ -203,13 +203,15 @@ def fill_chunks(
     layer_names = list(config["layers"])
     reds = {name: parse_reduction(config["reductions"][name]) for name in layer_names}
     device = torch.device(device)
-    with ActivationRecorder(model, layer_names, reds, seed=int(config["seed"])) as rec:
+    with (ActivationRecorder(model, layer_names, reds, seed=int(config["seed"])) as rec,
+          ChunkWriter(store) as writer):
         for chunk_id in chunk_ids:
             start, stop = store.chunk_bounds(chunk_id)
             buffers: dict[str, list[np.ndarray]] = {f"layers/{n}": [] for n in layer_names}
             buffers.update(labels=[], predictions=[], logits=[], indices=[])
             loader = DataLoader(Subset(dataset, rows[start:stop].tolist()),
-                                batch_size=batch_size, num_workers=num_workers)
+                                batch_size=batch_size, num_workers=num_workers,
+                                pin_memory=device.type == "cuda")
             offset = start
             for batch in loader:
                 images, labels = batch[0], batch[1]
@@ -225,5 +227,6 @@ def fill_chunks(
                 offset += n
                 if on_batch:
                     on_batch(n)
-            store.write_chunk(start, {k: np.concatenate(v) for k, v in buffers.items()})
-            kill_point("chunk-committed")
+            # written (and checksummed) on the writer thread while the next chunk runs;
+            # flagged done only once written, so a crash leaves a resumable store
+            writer.submit(start, {k: np.concatenate(v) for k, v in buffers.items()})

@@ -106,6 +106,10 @@ def render_shape(seed: int, index: int, spurious_class: int = 0, marker_rate: fl
     return image.astype(np.float32), concepts
 
 
+#: Rendered images kept per dataset (oldest dropped first; re-rendering is deterministic).
+CACHE_SIZE = 4096
+
+
 class ShapesDataset(Dataset):
     """``n`` procedural images (deterministic from ``seed``) with their concepts."""
 
@@ -132,12 +136,17 @@ class ShapesDataset(Dataset):
     def _item(self, index: int) -> tuple[torch.Tensor, ShapeConcepts]:
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} images")
-        if index not in self._cache:
+        item = self._cache.get(index)
+        if item is None:
             image, concepts = render_shape(
                 self.seed, index, self.spurious_class, self.marker_rate, self.marker_base_rate
             )
-            self._cache[index] = (torch.from_numpy(image), concepts)
-        return self._cache[index]
+            item = (torch.from_numpy(image), concepts)
+            # bounded: a 50k-image capture must not keep every rendered image (600 MB)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[index] = item
+        return item
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, concepts = self._item(index)

@@ -264,9 +264,31 @@ class ProjectionAccumulator:
         self._labels.append(np.asarray(list(labels), dtype=np.int64))
         self._indices.append(np.asarray(list(indices), dtype=np.int64))
 
+    def _rows(self, n: int, per_row: int) -> int:
+        """Rows per chunk so that the projection temporaries stay within a quarter of the
+        memory budget (the forward pass holds the rest); all rows when unbounded."""
+        from deepprofile.attribution.memory import current_budget
+
+        budget = current_budget()
+        if budget is None:
+            return max(n, 1)
+        return max(1, min(n, (budget // 4) // max(per_row, 1)))
+
     def add_output(self, output: torch.Tensor, labels: Iterable[int],
                    indices: Iterable[int]) -> None:
-        """Add one batch of the layer's outputs ``(N, d, ...)``."""
+        """Add one batch of the layer's outputs ``(N, d, ...)`` (in budget-sized chunks)."""
+        labels, indices = np.asarray(list(labels)), np.asarray(list(indices))
+        n = len(output)
+        # float64 worst case: the centred copy, its square and the coefficients
+        positions = int(np.prod(output.shape[2:])) if output.ndim > 2 else 1
+        per_row = 8 * positions * (2 * output.shape[1] + self.n_vectors)
+        step = self._rows(n, per_row)
+        for start in range(0, n, step):
+            sl = slice(start, start + step)
+            self._add_output(output[sl], labels[sl], indices[sl])
+
+    def _add_output(self, output: torch.Tensor, labels: Iterable[int],
+                    indices: Iterable[int]) -> None:
         out = output.detach()
         if not out.is_floating_point() or out.dtype in (torch.float16, torch.bfloat16):
             out = out.float()
@@ -280,7 +302,21 @@ class ProjectionAccumulator:
 
     def add_inputs(self, module: nn.Module, inputs: torch.Tensor, labels: Iterable[int],
                    indices: Iterable[int]) -> None:
-        """Add one batch of the layer's inputs (projections ``S V^T patches``)."""
+        """Add one batch of the layer's inputs (projections ``S V^T patches``), in
+        budget-sized chunks: the unfolded patches are ``kernel size`` times the input."""
+        labels, indices = np.asarray(list(labels)), np.asarray(list(indices))
+        n = len(inputs)
+        if n == 0:
+            return
+        probe = unfold_inputs(module, inputs[:1].detach().float())
+        per_row = 8 * probe.shape[2] * (probe.shape[1] + 2 * self.svd.rank)
+        step = self._rows(n, per_row)
+        for start in range(0, n, step):
+            sl = slice(start, start + step)
+            self._add_inputs(module, inputs[sl], labels[sl], indices[sl])
+
+    def _add_inputs(self, module: nn.Module, inputs: torch.Tensor, labels: Iterable[int],
+                    indices: Iterable[int]) -> None:
         x = inputs.detach()
         if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
@@ -440,6 +476,18 @@ def project_dataset(
                                     mode=mode, source=source)
         for name in names
     }
+    if (not isinstance(data, DataLoader) and len(data) > 0
+            and isinstance(data[0], (tuple, list))):
+        # the forward pass's batch under the memory budget (probe on the first image)
+        from deepprofile.attribution.memory import FORWARD_FACTOR, bounded_batch
+
+        first = torch.as_tensor(data[0][0]).unsqueeze(0).to(device)
+        was = model.training
+        try:
+            model.eval()
+            batch_size = bounded_batch(model, first, batch_size, factor=FORWARD_FACTOR)
+        finally:
+            model.train(was)
     loader = data if isinstance(data, DataLoader) else DataLoader(
         data, batch_size=batch_size, shuffle=False)
     if class_names is None:

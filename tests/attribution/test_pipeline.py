@@ -125,3 +125,13 @@ def test_cli_reports_a_missing_run(tmp_path):
     assert result.exit_code != 0
     assert isinstance(result.exception, DeepProfileError)
     assert "capture" in str(result.exception)
+
+
+def test_cli_rejects_a_bad_memory_budget(tmp_path):
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(app, ["attribute", str(tmp_path), "--memory-budget", "lots"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, DeepProfileError)
+    assert "memory budget" in str(result.exception)

@@ -139,3 +139,21 @@ def test_empty_dataset_is_a_clear_error():
     with pytest.raises(EmptyDatasetError):
         project_dataset(net, empty, "conv1", quiet=True)
     assert hook_count(net) == 0
+
+
+@pytest.mark.parametrize("source", ["output", "inputs"])
+def test_projection_identical_under_a_tiny_memory_budget(source):
+    from deepprofile.attribution.memory import memory_budget
+
+    torch.manual_seed(0)
+    net = _Net().eval()
+    data = _data()
+    with memory_budget(None):
+        free = project_dataset(net, data, ["conv1", "conv2"], source=source, quiet=True)
+    with memory_budget(1):  # one image per forward, one row per projection chunk
+        tiny = project_dataset(net, data, ["conv1", "conv2"], source=source, quiet=True)
+    for name in free:
+        np.testing.assert_allclose(tiny[name].class_mean_share, free[name].class_mean_share,
+                                   rtol=1e-6, atol=1e-9)
+        assert tiny[name].image_influential == free[name].image_influential
+    assert hook_count(net) == 0

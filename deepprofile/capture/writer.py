@@ -1,0 +1,88 @@
+"""Write finished chunks to the store on a background thread, overlapping the forward pass.
+
+Zarr compression, the chunk checksums and the file writes take a fixed share of every
+chunk; done inline they sit on the critical path between two forward passes. A
+:class:`ChunkWriter` takes whole chunks through a bounded queue (``max_pending``
+chunks wait at most, so memory stays bounded: the producer blocks when the writer
+falls behind) and writes them in order with
+:meth:`~deepprofile.capture.store.ActivationStore.write_chunk`, which flags a chunk
+done only after all its arrays and digests are written. A crash therefore leaves the
+same resumable state as inline writes: chunks queued but not yet written are simply
+not flagged. An error in the writer is re-raised in the main thread (at the next
+:meth:`submit` or on leaving the ``with`` block); the writer then discards what is
+still queued, so the producer never blocks on a dead writer.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from deepprofile.capture.store import ActivationStore
+from deepprofile.testhooks import kill_point
+
+_STOP = object()
+
+
+class ChunkWriter:
+    """Context manager: ``with ChunkWriter(store) as w: w.submit(start, arrays)``.
+
+    ``on_written(start)`` (optional) runs on the writer thread after each chunk is
+    committed. Leaving the block waits for every queued chunk to be written.
+    """
+
+    def __init__(self, store: ActivationStore, *, max_pending: int = 2,
+                 on_written: Callable[[int], None] | None = None) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.store = store
+        self.on_written = on_written
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.written = 0
+
+    def __enter__(self) -> ChunkWriter:
+        self._thread = threading.Thread(target=self._run, name="deepprofile-chunk-writer",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if self._error is not None:
+                continue  # failed: drain, so that submit() never blocks forever
+            start, arrays = item
+            try:
+                self.store.write_chunk(start, arrays)
+                self.written += 1
+                kill_point("chunk-committed")
+                if self.on_written is not None:
+                    self.on_written(start)
+            except BaseException as exc:  # re-raised in the main thread
+                self._error = exc
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Queue one whole chunk (blocks while ``max_pending`` chunks wait)."""
+        self._raise_if_failed()
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("Use ChunkWriter inside `with ChunkWriter(store) as writer:`.")
+        self._queue.put((start, dict(arrays)))
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+        if exc is None:
+            self._raise_if_failed()
