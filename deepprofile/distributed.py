@@ -11,6 +11,7 @@ Dask is optional: ``pip install -e ".[dask]"``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,28 @@ def _require_dask():
 
 def _fill_task(checkpoint: str, dataset_spec: dict[str, Any], store_path: str,
                rows: np.ndarray, chunk_ids: list[int], batch_size: int, device: str,
-               threads: int) -> list[int]:
+               threads: int, caller_pid: int | None = None) -> list[int]:
     import torch
 
     from deepprofile.capture.runner import fill_chunks
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
 
-    torch.set_num_threads(threads)
-    model, _ = load_model(checkpoint, device=device)
-    dataset = dataset_from_spec(dataset_spec)
-    store = ActivationStore.open(store_path, verify=False)
-    fill_chunks(model, dataset, store, rows, chunk_ids, batch_size=batch_size, device=device)
+    # torch's thread count is process-wide: set it only in a worker process of its own, never
+    # in the caller's process (processes=False runs tasks as threads there), and restore it.
+    own_process = caller_pid is None or os.getpid() != caller_pid
+    previous = torch.get_num_threads()
+    if own_process:
+        torch.set_num_threads(threads)
+    try:
+        model, _ = load_model(checkpoint, device=device)
+        dataset = dataset_from_spec(dataset_spec)
+        store = ActivationStore.open(store_path, verify=False)
+        fill_chunks(model, dataset, store, rows, chunk_ids, batch_size=batch_size,
+                    device=device)
+    finally:
+        if own_process:
+            torch.set_num_threads(previous)
     return chunk_ids
 
 
@@ -110,7 +121,8 @@ def _capture_distributed(distributed: Any, checkpoint: str | Path,
                       for i in range(0, len(pending), chunks_per_task)]
             futures = [
                 client.submit(_fill_task, str(checkpoint), dict(dataset_spec), str(store.path),
-                              rows, group, batch_size, device, threads_per_task, pure=False)
+                              rows, group, batch_size, device, threads_per_task,
+                              os.getpid(), pure=False)
                 for group in groups
             ]
             distributed.wait(futures)

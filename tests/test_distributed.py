@@ -24,6 +24,7 @@ def test_distributed_capture_matches_single_process(tmp_path):
     reds = {"layer1": "positions:3", "layer3": "mean"}
     ref = capture_to_store(model.eval(), data, ["layer1", "layer3"], tmp_path / "ref.zarr",
                            reductions=reds, batch_size=8, chunk_size=16, quiet=True)
+    threads_before = torch.get_num_threads()
     with distributed.Client(processes=False, n_workers=2, threads_per_worker=1,
                             dashboard_address=None) as client:
         got = capture_distributed(ckpt, data.spec(), ["layer1", "layer3"], tmp_path / "d.zarr",
@@ -37,3 +38,5 @@ def test_distributed_capture_matches_single_process(tmp_path):
                                     tmp_path / "d.zarr", reductions=reds, client=client,
                                     batch_size=8, chunk_size=16)
     np.testing.assert_array_equal(ActivationStore.open(again.path).labels, ref.labels)
+    # in-process workers leave the caller's torch thread count alone
+    assert torch.get_num_threads() == threads_before
