@@ -113,8 +113,14 @@ def check_options(analysis: str, values: Mapping[str, Any], *, prefix: str = "",
     outside the limits of ``RULES[analysis]``; keys without a rule are not looked at."""
     rules = RULES[analysis]
     for key, value in values.items():
-        rule = rules.get(key)
-        why = rule.problem(value) if rule is not None else None
-        if why is not None:
-            got = "" if why.startswith("items") else f", got {value!r}"
-            raise error(f"{prefix}{key} {why}{got}.")
+        if key in rules:
+            check_value(f"{prefix}{key}", value, rules[key], error=error)
+
+
+def check_value(name: str, value: Any, rule: Range, *,
+                error: type[DeepProfileError] = ParameterError) -> None:
+    """Raise ``error`` (one line naming ``name``) when ``value`` is outside ``rule``."""
+    why = rule.problem(value)
+    if why is not None:
+        got = "" if why.startswith("items") else f", got {value!r}"
+        raise error(f"{name} {why}{got}.")
