@@ -18,7 +18,8 @@ Example (YAML)::
     report: true
 
 ``deepprofile run CONFIG`` executes it (:func:`run_config`); the same file gives the
-same numbers. Unknown keys are errors that list the valid ones.
+same numbers. Unknown keys are errors that list the valid ones; analysis options out of
+range are refused on load, naming the key (``topology.n_points must be ...``).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     if isinstance(values.get("dataset"), str):
         values["dataset"] = {"name": values["dataset"]}
     _check_capture_values(capture)
+    _check_analysis_values(values)
     return RunConfig(**values, capture=CaptureConfig(**capture))
 
 
@@ -133,6 +135,16 @@ def _check_capture_values(capture: dict[str, Any]) -> None:
             parse_reduction(str(spec))
         except ValueError as exc:
             raise ConfigError(f"`capture.reductions`: {exc}") from None
+
+
+def _check_analysis_values(values: dict[str, Any]) -> None:
+    """Refuse analysis options (and the seed) out of the range the analyses accept, naming
+    the key as ``analysis.option`` (same limits as the command line and the Python API)."""
+    from deepprofile.validate import SEED, check_options, check_value
+
+    check_value("seed", values.get("seed", 0), SEED, error=ConfigError)
+    for name, options in (values.get("analyses") or {}).items():
+        check_options(name, options, prefix=f"{name}.", error=ConfigError)
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -130,7 +130,19 @@ def read_json(path: str | os.PathLike[str]) -> Any:
             f"No such results file: {path}. Run the analysis that writes it first."
         )
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise CorruptStoreError(
+            f"Results file {path} is not UTF-8 text ({exc}); delete it and run the analysis "
+            "again."
+        ) from exc
+    except OSError as exc:
+        raise CorruptStoreError(
+            f"Results file {path} cannot be read ({exc.strerror or exc}); fix its permissions, "
+            "or delete it and run the analysis again."
+        ) from exc
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CorruptStoreError(
             f"Results file {path} is not valid JSON ({exc}); delete it and run the analysis again."

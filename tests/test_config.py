@@ -90,3 +90,41 @@ def test_run_from_config(tmp_path):
                             "capture": {"limit": 64, "layers": ["layer3"]}})
     with pytest.raises(ConfigError, match="Did you mean 'intervals'"):
         run_config(bad, quiet=True, overwrite=True, echo=lines.append)
+
+
+BAD_OPTIONS = [
+    ("topology:\n    n_points: 0", r"^topology\.n_points must be an integer >= 2, got 0\.$"),
+    ("mapper:\n    overlap: 1.5", r"^mapper\.overlap must be .*< 1, got 1\.5\.$"),
+    ("mapper:\n    eps: -1.0", r"^mapper\.eps must be a finite number > 0, got -1\.0\.$"),
+    ("spectral:\n    n_vectors: -2", r"^spectral\.n_vectors must be an integer >= 1"),
+    ("attribution:\n    sigmas: [0.0, -0.1]", r"^attribution\.sigmas items must be"),
+    ("attribution:\n    n_draws: 0", r"^attribution\.n_draws must be an integer >= 1"),
+    ("attribution:\n    n_steps: 2.5", r"^attribution\.n_steps must be an integer"),
+]
+
+
+@pytest.mark.parametrize("block,message", BAD_OPTIONS)
+def test_out_of_range_analysis_options_are_refused_on_load(tmp_path, block, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: small_resnet\nout: {tmp_path / 'run'}\nanalyses:\n  {block}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_out_of_range_options_from_toml_and_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from deepprofile.cli import app
+
+    path = tmp_path / "run.toml"
+    path.write_text(f'model = "small_resnet"\nout = "{tmp_path / "run"}"\nseed = 0\n'
+                    "[analyses.topology]\nn_points = 0\n")
+    with pytest.raises(ConfigError, match=r"topology\.n_points must be"):
+        load_config(path)
+    result = CliRunner().invoke(app, ["run", str(path), "-q"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "topology.n_points" in lines[0]
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+    with pytest.raises(ConfigError, match=r"^seed must be an integer >= 0, got -1\.$"):
+        config_from_dict({"model": "x", "seed": -1})

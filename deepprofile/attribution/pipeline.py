@@ -165,6 +165,9 @@ def run_attribution(
     ``memory_budget`` (bytes, ``"4GB"``, or ``None``/``"none"`` for no bound) bounds every
     pass's activations (:mod:`deepprofile.attribution.memory`).
     """
+    from deepprofile.validate import check_options
+
+    check_options("attribution", locals())
     from deepprofile.attribution.boundary import big_attribute, find_boundary
     from deepprofile.attribution.manifold import (
         manifold_alignment,

@@ -236,7 +236,9 @@ def run_mapper(
     from deepprofile.capture.store import ActivationStore
     from deepprofile.mapper.page import write_mapper_page
     from deepprofile.progress import progress_bar
+    from deepprofile.validate import check_options
 
+    check_options("mapper", locals())
     rd, store_path = resolve_run_dir(run_dir)
     store = ActivationStore.open(store_path)
     chosen = select_layers(store.layers, layers)

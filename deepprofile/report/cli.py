@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
                  "linked relative to it.")] = None,
         title: Annotated[str | None, typer.Option(help="Page title.")] = None,
         strict: Annotated[bool, typer.Option(
-            help="Fail when a section cannot be drawn instead of noting it in the page.")
+            help="Fail (exit 2) when a section cannot be drawn or a results file cannot be "
+                 "read, instead of noting it in the page.")
         ] = False,
     ) -> None:
         """Write the self-contained HTML report of RUN_DIR from its results (recomputes

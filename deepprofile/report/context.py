@@ -16,12 +16,16 @@ from deepprofile.report.blocks import FigureBlock, Heading, Link
 
 class ReportContext:
     """What a section builder needs: the run's overview and results (read once, cached),
-    links relative to the report's folder, unique element ids and figure rendering."""
+    links relative to the report's folder, unique element ids and figure rendering.
+
+    A results file that cannot be read (invalid JSON, no permission) is skipped with a note
+    in the page, or, with ``strict``, raises its one-line :class:`DeepProfileError`."""
 
     def __init__(self, run_dir: str | Path, output_dir: str | Path,
-                 results: Mapping[str, Any] | None = None) -> None:
+                 results: Mapping[str, Any] | None = None, *, strict: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.output_dir = Path(output_dir)
+        self.strict = strict
         self.notes: list[str] = []
         self._cache: dict[str, Any] = dict(results or {})
         self._ids: set[str] = set()
@@ -69,8 +73,16 @@ class ReportContext:
         try:
             return read_json(path)
         except DeepProfileError as exc:
-            self.notes.append(str(exc))
+            if self.strict:
+                raise
+            self.notes.append(f"Skipped {path.name}: {exc}")
             return None
+
+    def read_all(self) -> None:
+        """Read every results file now, so that a damaged one is noted (or, with ``strict``,
+        raised) even when no section reads it."""
+        for name in self.result_names():
+            self.result(name)
 
     @property
     def class_names(self) -> list[str]:

@@ -105,9 +105,9 @@ def build_report(run_dir: str | Path, output: str | Path | None = None, *,
     """Write the HTML report of a run folder and return its path.
 
     ``output`` defaults to ``RUN_DIR/report.html``; links to the mapper pages are relative
-    to the output's folder. ``strict`` raises when a section fails instead of showing a
-    note in its place. Nothing is recomputed: only ``run.json`` and ``results/*.json``
-    are read.
+    to the output's folder. ``strict`` raises when a section fails or a results file is
+    unreadable (invalid JSON, no permission) instead of showing a note in its place.
+    Nothing is recomputed: only ``run.json`` and ``results/*.json`` are read.
     """
     from deepprofile.provenance import now_iso
 
@@ -122,7 +122,8 @@ def build_report(run_dir: str | Path, output: str | Path | None = None, *,
     out = Path(output) if output is not None else run / "report.html"
     if out.is_dir():
         out = out / "report.html"
-    ctx = ReportContext(run, out.parent)
+    ctx = ReportContext(run, out.parent, strict=strict)
+    ctx.read_all()
     secs = _build_sections(ctx, SECTIONS if sections is None else sections, strict)
     ov = ctx.overview or {}
     model = ov.get("model") or "model"

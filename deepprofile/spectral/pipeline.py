@@ -210,7 +210,9 @@ def run_spectral(
     (``store.metadata["dataset"]``) and row indices.
     """
     from deepprofile.provenance import weights_hash
+    from deepprofile.validate import check_options
 
+    check_options("spectral", locals())
     ana = WeightSpectrumAnalyzer(
         weight_layers, compare_random_init=compare_random_init, n_bootstrap=n_bootstrap,
         seed=seed, quiet=quiet, model_info=model_info,

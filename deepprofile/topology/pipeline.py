@@ -414,7 +414,9 @@ def run_topology(
     ``sampler``, ``normalize``, ``cutoff_quantile``, ``cka``, ``sensitivity_k``, ...).
     """
     from deepprofile.results import write_json
+    from deepprofile.validate import check_options
 
+    check_options("topology", {**params, "n_points": n_points, "seed": seed})
     source: Any = store if store is not None else run_dir
     analysis = TopologyAnalysis(layers, cloud=cloud, n_points=n_points, seed=seed,
                                 quiet=quiet, **params)
