@@ -172,6 +172,119 @@ def featurise_speed(ckpt: Path, proj_dim: int, n_images: int, repeats: int) -> d
             / best["traker_same_projector"]["images_per_s"]}
 
 
+def paired_speed(ckpt: Path, proj_dim: int, n_images: int, rounds: int) -> dict:
+    """deepprofile's featurisation and ``TRAKer.featurize`` (default projector, fresh
+    save_dir) timed alternately in one process on the same images, order swapped every
+    round, after one warm-up each: the median of the per-round time ratios is robust to
+    load changes that swing separate runs by 30% on a shared machine."""
+    import logging
+
+    from trak import TRAKer
+
+    from deepprofile.data_attribution.trak import load_state
+    from deepprofile.models import load_model
+
+    train = Subset(DigitsDataset("train", size=32), range(n_images))
+    model, _ = load_model(ckpt)
+    infos = checkpoint_infos([ckpt])
+    xs = torch.stack([train[i][0] for i in range(n_images)])
+    ys = torch.tensor([train[i][1] for i in range(n_images)])
+
+    def ours() -> float:
+        tmp = Path(tempfile.mkdtemp())
+        t = time.perf_counter()
+        ens = TrakEnsemble(model, infos, train, FeatureStore(tmp / "f.zarr"), proj_dim=proj_dim,
+                           batch_size=32, chunk_size=32, quiet=True)
+        ens.features(infos[0], None)
+        return time.perf_counter() - t
+
+    def theirs() -> float:
+        tmp = Path(tempfile.mkdtemp())
+        t = time.perf_counter()
+        traker = TRAKer(model=model, task="image_classification", train_set_size=n_images,
+                        save_dir=str(tmp / "traker"), device="cpu", use_half_precision=False,
+                        proj_dim=proj_dim, logging_level=logging.ERROR)
+        traker.load_checkpoint(load_state(ckpt), model_id=0)
+        for start in range(0, n_images, 32):
+            traker.featurize(batch=(xs[start:start + 32], ys[start:start + 32]),
+                             num_samples=len(ys[start:start + 32]))
+        return time.perf_counter() - t
+
+    ours(), theirs()
+    pairs = []
+    for r in range(rounds):
+        if r % 2:
+            b, a = theirs(), ours()
+        else:
+            a, b = ours(), theirs()
+        pairs.append((a, b))
+    ratios = [b / a for a, b in pairs]  # > 1: deepprofile faster
+    return {"rounds": rounds, "n_images": n_images, "proj_dim": proj_dim,
+            "median_speed_ratio": float(np.median(ratios)),
+            "ratios": ratios, "deepprofile_images_per_s_median":
+                float(n_images / np.median([a for a, _ in pairs])),
+            "traker_images_per_s_median": float(n_images / np.median([b for _, b in pairs]))}
+
+
+def concept_removal(train: DigitsDataset, test: DigitsDataset, ckpts: list[Path],
+                    proj_dim: int, n_remove: int, seeds: tuple[int, ...], tmp: Path) -> dict:
+    """Konz et al.'s removal check for a concept probe: concept ``odd`` (odd digits) on the
+    hidden layer ``net.2``; TRAK scores of the probe's mean logit over the odd test digits
+    (checkpoints of seed 0, whose final model the probe was fitted on); after retraining
+    without the top-attributed vs random images, a probe is fitted afresh on the new model
+    (the hidden basis changes) and its cross-validated balanced accuracy and mean signed
+    margin on the test set are recorded."""
+    from deepprofile.concepts.probes import fit_probe
+    from deepprofile.data_attribution.outputs import ConceptProbeOutput, params_up_to
+    from deepprofile.models import load_model
+
+    odd = (test.targets.numpy() % 2 == 1)
+    sign = np.where(odd, 1.0, -1.0)
+
+    def hidden(model: nn.Module) -> np.ndarray:
+        with torch.no_grad():
+            return model.net[:3](test.images).numpy()
+
+    final, _ = load_model(ckpts[-1])
+    fit = fit_probe(hidden(final), odd)
+    infos = checkpoint_infos(ckpts)
+    ens = TrakEnsemble(DigitsMLP(), infos, train, FeatureStore(tmp / "concept.zarr"),
+                       proj_dim=proj_dim, batch_size=64, quiet=True)
+    scope = params_up_to(ens.model, "net.2", test.images[:1])
+    pos = np.flatnonzero(odd)
+    scores = ens.scores(ConceptProbeOutput("net.2", "mean", fit.weight, fit.bias),
+                        Subset(test, pos.tolist()), scope=scope, scope_name="upto-net.2",
+                        groups=np.full((1, len(pos)), 1.0 / len(pos)))[:, 0]
+
+    def accuracy(model: nn.Module) -> float:
+        return fit_probe(hidden(model), odd).balanced_accuracy
+
+    def margin(model: nn.Module) -> float:
+        f = fit_probe(hidden(model), odd)
+        return float(np.mean(sign * (hidden(model) @ f.weight + f.bias)))
+
+    def retrain(idx: np.ndarray, s: int) -> nn.Module:
+        return train_mlp(train, idx, s)
+
+    cache: dict[tuple, nn.Module] = {}
+
+    def cached(idx: np.ndarray, s: int) -> nn.Module:
+        key = (s, idx.tobytes())
+        if key not in cache:
+            cache[key] = retrain(idx, s)
+        return cache[key]
+
+    acc = removal_check(cached, scores, n_remove, accuracy, seeds=seeds)
+    mar = removal_check(cached, scores, n_remove, margin, seeds=seeds)
+    train_labels = train.targets.numpy()
+    top = np.argsort(-scores)[:n_remove]
+    return {"concept": "odd digits", "layer": "net.2",
+            "probe_balanced_accuracy": fit.balanced_accuracy, "scope_params": scope,
+            "top_removed_share_odd": float((train_labels[top] % 2).mean()),
+            "train_share_odd": float((train_labels % 2).mean()),
+            "probe_accuracy": acc.to_dict(), "probe_margin": mar.to_dict()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--m", type=int, default=32, help="LDS subsets (retrains)")
@@ -181,9 +294,14 @@ def main() -> None:
     parser.add_argument("--remove", type=int, default=100)
     parser.add_argument("--removal-seeds", type=int, default=3)
     parser.add_argument("--speed-repeats", type=int, default=3)
+    parser.add_argument("--speed-rounds", type=int, default=7,
+                        help="alternating rounds of the paired in-process speed test")
+    parser.add_argument("--parts", default="lds,removal,concept_removal,speed",
+                        help="comma-separated parts to run")
     parser.add_argument("--speed-images", type=int, default=128,
                         help="training images featurised by the demo CNN in the speed test")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     torch.manual_seed(0)
     t_all = time.perf_counter()
     train, test = DigitsDataset("train", size=8), DigitsDataset("test", size=8)
@@ -198,64 +316,69 @@ def main() -> None:
         model = train_mlp(train, np.arange(n), seed, d)
         ckpts += sorted(d.glob("epoch_*.pt"))
     acc = float((model(test.images).argmax(1) == test.targets).float().mean())
-    train_seconds = time.perf_counter() - t
-
+    report: dict = {"setting": {
+        "data": "digits 8x8", "n_train": n, "model": "MLP 64-32-10", "epochs": EPOCHS,
+        "checkpoints": len(ckpts), "seeds": args.seeds, "proj_dim": args.proj_dim,
+        "targets": len(rows), "m": args.m, "alpha": 0.5, "test_accuracy_last_model": acc}}
+    seconds = {"train_ensemble": time.perf_counter() - t}
     infos = checkpoint_infos(ckpts)
-    t = time.perf_counter()
     ens = TrakEnsemble(DigitsMLP(), infos, train, FeatureStore(tmp / "f.zarr"),
                        proj_dim=args.proj_dim, batch_size=64, quiet=True)
-    trak = ens.scores(MarginOutput(), targets)
-    trak_seconds = time.perf_counter() - t
-    one_model = TrakEnsemble(DigitsMLP(), infos[-1:], train, FeatureStore(tmp / "f.zarr"),
-                             proj_dim=args.proj_dim, batch_size=64, quiet=True)
-    trak_single = one_model.scores(MarginOutput(), targets)
-    t = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tracin = tracin_scores(DigitsMLP(), ckpts, train, targets, batch_size=256)
-    tracin_seconds = time.perf_counter() - t
+    if "lds" in parts:
+        t = time.perf_counter()
+        trak = ens.scores(MarginOutput(), targets)
+        seconds["trak"] = time.perf_counter() - t
+        one_model = TrakEnsemble(DigitsMLP(), infos[-1:], train, FeatureStore(tmp / "f.zarr"),
+                                 proj_dim=args.proj_dim, batch_size=64, quiet=True)
+        trak_single = one_model.scores(MarginOutput(), targets)
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tracin = tracin_scores(DigitsMLP(), ckpts, train, targets, batch_size=256)
+        seconds["tracin_cp"] = time.perf_counter() - t
+        masks = random_subsets(n, args.m, 0.5, seed=1)
+        t = time.perf_counter()
+        outputs = subset_outputs(lambda idx, s: train_mlp(train, idx, s), masks,
+                                 lambda model: margins(model, targets), seed=100)
+        seconds["lds_retrains"] = time.perf_counter() - t
+        scores = {"trak": trak, "trak_1_checkpoint": trak_single, "tracin_cp": tracin,
+                  "random": random_scores(n, len(rows), seed=7)}
+        report["lds"] = {k: lds(v, masks, outputs).lds for k, v in scores.items()}
+    seeds = tuple(range(args.removal_seeds))
+    if "removal" in parts:
+        cls = 3
+        members = np.flatnonzero(test.targets.numpy() == cls)
+        cls_targets = Subset(test, members.tolist())
+        class_scores = ens.scores(MarginOutput(), cls_targets).mean(1)
 
-    masks = random_subsets(n, args.m, 0.5, seed=1)
-    t = time.perf_counter()
-    outputs = subset_outputs(lambda idx, s: train_mlp(train, idx, s), masks,
-                             lambda model: margins(model, targets), seed=100)
-    retrain_seconds = time.perf_counter() - t
-    scores = {"trak": trak, "trak_1_checkpoint": trak_single, "tracin_cp": tracin,
-              "random": random_scores(n, len(rows), seed=7)}
-    lds_res = {k: lds(v, masks, outputs).lds for k, v in scores.items()}
+        def metric(model: nn.Module) -> float:
+            return float(margins(model, cls_targets).mean())
 
-    cls = 3
-    members = np.flatnonzero(test.targets.numpy() == cls)
-    cls_targets = Subset(test, members.tolist())
-    class_scores = ens.scores(MarginOutput(), cls_targets).mean(1)
+        removal = removal_check(lambda idx, s: train_mlp(train, idx, s), class_scores,
+                                args.remove, metric, seeds=seeds)
+        report["removal"] = {"target": f"mean test margin of class {cls} "
+                                       f"({len(members)} images)", **removal.to_dict()}
+    if "concept_removal" in parts:
+        t = time.perf_counter()
+        report["concept_removal"] = concept_removal(
+            train, test, [c for c in ckpts if c.parent.name == "seed0"], args.proj_dim,
+            args.remove, seeds, tmp)
+        seconds["concept_removal"] = time.perf_counter() - t
+    if "speed" in parts:
+        from deepprofile.models import build_model
 
-    def metric(model: nn.Module) -> float:
-        return float(margins(model, cls_targets).mean())
-
-    removal = removal_check(lambda idx, s: train_mlp(train, idx, s), class_scores, args.remove,
-                            metric, seeds=tuple(range(args.removal_seeds)))
-    from deepprofile.models import build_model
-
-    torch.manual_seed(0)
-    cnn = tmp / "small_resnet.pt"
-    save_checkpoint(cnn, build_model("small_resnet", num_classes=10, in_channels=1),
-                    "small_resnet", {"in_channels": 1}, num_classes=10)
-    speed = featurise_speed(cnn, 64, args.speed_images, args.speed_repeats)
-    speed["setting"] = (f"SmallResNet (random init), {args.speed_images} digits 32x32, "
-                        "proj_dim 64, batch 32, CPU")
-    print(json.dumps({
-        "setting": {"data": "digits 8x8", "n_train": n, "model": "MLP 64-32-10",
-                    "epochs": EPOCHS, "checkpoints": len(ckpts), "seeds": args.seeds,
-                    "proj_dim": args.proj_dim, "targets": len(rows), "m": args.m,
-                    "alpha": 0.5, "test_accuracy_last_model": acc},
-        "lds": lds_res,
-        "seconds": {"train_ensemble": train_seconds, "trak": trak_seconds,
-                    "tracin_cp": tracin_seconds, "lds_retrains": retrain_seconds,
-                    "total": time.perf_counter() - t_all},
-        "removal": {"target": f"mean test margin of class {cls} ({len(members)} images)",
-                    **removal.to_dict()},
-        "featurisation": speed,
-    }, indent=1))
+        torch.manual_seed(0)
+        cnn = tmp / "small_resnet.pt"
+        save_checkpoint(cnn, build_model("small_resnet", num_classes=10, in_channels=1),
+                        "small_resnet", {"in_channels": 1}, num_classes=10)
+        speed = featurise_speed(cnn, 64, args.speed_images, args.speed_repeats)
+        speed["setting"] = (f"SmallResNet (random init), {args.speed_images} digits 32x32, "
+                            "proj_dim 64, batch 32, CPU")
+        speed["paired"] = paired_speed(cnn, 48, args.speed_images // 2, args.speed_rounds)
+        report["featurisation"] = speed
+    seconds["total"] = time.perf_counter() - t_all
+    report["seconds"] = seconds
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

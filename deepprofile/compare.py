@@ -441,8 +441,8 @@ def summarize_comparison(result: ComparisonResult, max_rows: int = 12) -> str:
     if angles and angles.get("layers"):
         rows_in = angles["layers"]
         below = sum(1 for r in rows_in if r["mean_deg"] < r["random_mean_deg"] - 5)
-        lines.append(f"Principal angles between top-{angles['k']} singular subspaces, "
-                     f"{len(rows_in)} weight layers; {below} clearly below the random level:")
+        lines.append(f"Principal angles, top-{angles['k']} singular subspaces of {len(rows_in)} "
+                     f"weight layers ({below} clearly below the random level):")
         rows = [[r["layer"], f"{r['min_deg']:.0f}", f"{r['mean_deg']:.0f}",
                  f"{r['random_mean_deg']:.0f}"] for r in rows_in]
         lines += _table(["layer", "min°", "mean°", "random mean°"], rows, max_rows)

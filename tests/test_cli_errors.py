@@ -354,3 +354,15 @@ def test_topology_refuses_an_edited_reduction_instead_of_dropping_the_layer(tiny
     line = assert_one_line_error(result)
     assert "layer2" in line
     assert not (run / "results" / "topology.json").exists()
+
+
+def test_non_finite_logits_stop_a_capture_from_python(tmp_path):
+    from deepprofile.capture import capture_to_store
+    from deepprofile.errors import NonFiniteActivationError
+
+    net = SmallResNet(num_classes=4, in_channels=3, widths=(4, 8, 8)).eval()
+    with torch.no_grad():
+        net.fc.weight[0, 0] = float("inf")  # bypasses load_model's weight check
+    data = load_dataset("shapes", split="test", n=8)
+    with pytest.raises(NonFiniteActivationError, match="logits"):
+        capture_to_store(net, data, ["layer1"], tmp_path / "s.zarr", quiet=True)

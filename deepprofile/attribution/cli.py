@@ -17,7 +17,7 @@ from deepprofile import cliparams as cp
 PRESETS: dict[str, dict[str, object]] = {
     "quick": {"n_images": 4, "n_steps": 8, "n_draws": 4, "sde_sigma": [0.1],
               "robust_images": 2, "robustness": False, "big": False, "alignment": True,
-              "accuracy_images": 64},
+              "accuracy_images": 32},
     "standard": {"n_images": 16, "n_steps": 16, "n_draws": 8, "sde_sigma": [0.1, 0.3],
                  "robust_images": 8, "robustness": True, "big": True, "alignment": True,
                  "accuracy_images": 256},

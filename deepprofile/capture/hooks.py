@@ -227,6 +227,17 @@ class ActivationRecorder:
             self._indices = None
             self._finite, self._sync = [], set()
         logits = first_tensor(logits, "<model output>").detach().to("cpu").float()
+        if self.check_finite:
+            bad = ~torch.isfinite(logits.reshape(logits.shape[0], -1)).all(dim=1)
+            if bool(bad.any()):
+                rows = torch.nonzero(bad).flatten().tolist()
+                ids = rows if sample_indices is None else [int(sample_indices[r]) for r in rows]
+                raise NonFiniteActivationError(
+                    f"The model's logits are NaN/inf for sample(s) {ids[:10]}"
+                    f"{' ...' if len(ids) > 10 else ''}; predictions and accuracy would be "
+                    "meaningless. Check the weights (NaN/inf parameters, a diverged checkpoint) "
+                    "and the inputs."
+                )
         missing = [name for name in self.layers if name not in self._current]
         if missing:
             raise RuntimeError(

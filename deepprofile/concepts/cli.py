@@ -55,6 +55,9 @@ def register(app: typer.Typer) -> None:
             help="Random counter-concepts of the TCAV t-test (>= 10 recommended).")] = 10,
         baseline: Annotated[bool, typer.Option(
             "--baseline/--no-baseline", help="Random-init model control.")] = True,
+        links: Annotated[bool, typer.Option(
+            "--links/--no-links", help="Tie each concept to the mapper graphs, topology, "
+            "spectra and attributions of the run.")] = True,
         margin: Annotated[float, typer.Option(
             help="Decodable: accuracy above the shuffled control by this much (and the first "
             "layer within it of the best).")] = 0.05,
@@ -74,6 +77,7 @@ def register(app: typer.Typer) -> None:
         result = run_concepts(
             run_dir, concepts, store_name=store_name, layers=layer or None, baseline=baseline,
             tcav=tcav, tcav_concepts=tcav_concept or None, n_random=n_random, margin=margin,
+            links=links,
             device=str(resolve_device(device)), seed=seed, quiet=quiet,
             echo=None if quiet else typer.echo)
         if not quiet:

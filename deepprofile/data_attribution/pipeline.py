@@ -226,13 +226,24 @@ def run_data_attribution(
                 int((preds_all[rows] == c).sum()), helpful, harmful, prec,
                 detail={"class": int(c)}))
 
+    # a probe lives in the basis of the run's own model: other seeds' checkpoints are left
+    # out of concept targets (their hidden units are arranged differently)
+    run_seed = info.extra.get("seed")
+    own = [c for c in infos if c.seed == run_seed] or infos
+    if concept_jobs and len(own) < len(infos):
+        notes.append(f"Concept targets use the {len(own)} checkpoint(s) of the run's own seed "
+                     f"{run_seed}; a probe does not transfer to other seeds' models.")
+    concept_ens = ens if len(own) == len(infos) else TrakEnsemble(
+        model, own, train_set, FeatureStore(run.path / STORE_NAME), proj_dim=proj_dim,
+        projector_seed=projector_seed, lambda_reg=lambda_reg, batch_size=batch_size,
+        device=device, quiet=quiet)
     for name, probe, mask in concept_jobs:
         pos = np.flatnonzero(mask)
         if len(pos) == 0:
             pos = np.arange(len(rows_all))
         pos = pos[_spread(len(pos), n_targets)]
         scope = params_up_to(ens.model, probe.layer, train_set[0][0].unsqueeze(0))
-        scores = ens.scores(ConceptProbeOutput.from_probe(probe),
+        scores = concept_ens.scores(ConceptProbeOutput.from_probe(probe),
                             Subset(test_set, rows_all[pos].tolist()), scope=scope,
                             scope_name=f"upto-{probe.layer}",
                             groups=np.full((1, len(pos)), 1.0 / len(pos)))

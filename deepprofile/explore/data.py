@@ -195,7 +195,7 @@ class RunData:
     cache_size: int = 32
     _store: Any = field(default=None, repr=False)
     _graphs: OrderedDict = field(default_factory=OrderedDict, repr=False)
-    _clouds: dict = field(default_factory=dict, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)  # clouds, provenance, names
     _lock: Any = field(default_factory=threading.RLock, repr=False)
     _dataset: Any = field(default=None, repr=False)
     _dataset_note: str | None = field(default=None, repr=False)
@@ -231,8 +231,12 @@ class RunData:
 
     @property
     def class_names(self) -> list[str] | None:
-        names = (self._store.metadata or {}).get("class_names")
-        return None if names is None else [str(c) for c in names]
+        with self._lock:  # store metadata is read from disk: once
+            if ("class_names",) not in self._memo:
+                names = (self._store.metadata or {}).get("class_names")
+                self._memo[("class_names",)] = (None if names is None else
+                                                  [str(c) for c in names])
+            return self._memo[("class_names",)]
 
     def class_name(self, label: int) -> str:
         names = self.class_names
@@ -267,9 +271,16 @@ class RunData:
     # -- mapper graphs ------------------------------------------------------------------
     def _cloud(self, layer: str) -> Any:
         with self._lock:
-            if layer not in self._clouds:
-                self._clouds[layer] = cloud_from_store(self._store, layer)
-            return self._clouds[layer]
+            if layer not in self._memo:
+                self._memo[layer] = cloud_from_store(self._store, layer)
+            return self._memo[layer]
+
+    def _provenance(self, layer: str) -> dict[str, Any]:
+        with self._lock:
+            key = ("provenance", layer)
+            if key not in self._memo:  # store metadata is read from disk: once per layer
+                self._memo[key] = store_provenance(self._store, layer)
+            return dict(self._memo[key])
 
     def graph(self, layer: str, params: MapperParams) -> GraphView:
         """The mapper graph of ``layer`` for ``params`` (cached per parameter set)."""
@@ -284,21 +295,23 @@ class RunData:
         n = cloud.points.shape[0]
         if params.subsample is not None and params.subsample < n:
             rng = np.random.default_rng(params.seed)
-            pick = np.sort(rng.choice(n, size=params.subsample, replace=False))
+            pick: np.ndarray | None = np.sort(rng.choice(n, size=params.subsample,
+                                                         replace=False))
         else:
-            pick = np.arange(n)
+            pick = None  # every point: no copies
 
         def take(values: np.ndarray | None) -> np.ndarray | None:
-            return None if values is None else values[pick]
+            return values if values is None or pick is None else values[pick]
 
-        rows = cloud.point_sample[pick]
+        rows = cloud.point_sample if pick is None else cloud.point_sample[pick]
         identity = len(rows) == self.n_rows and np.array_equal(rows, np.arange(self.n_rows))
         try:
             builder = MapperGraph(**params.builder_kwargs()).fit(
-                cloud.points[pick], labels=take(cloud.labels), logits=take(cloud.logits),
+                cloud.points if pick is None else cloud.points[pick],
+                labels=take(cloud.labels), logits=take(cloud.logits),
                 predictions=take(cloud.predictions), point_sample=None if identity else rows,
                 layer=layer, class_names=self.class_names,
-                provenance=store_provenance(self._store, layer),
+                provenance=self._provenance(layer),
                 sample_ids=take(getattr(cloud, "sample_ids", None)),
             )
         except DeepProfileError:

@@ -27,11 +27,13 @@ def tiny_run(tmp_path_factory, spurious_net, eval_set):
 
 def test_run_concepts_writes_results_and_probes(tiny_run, spurious_net, eval_set):
     run_dir, store = tiny_run
-    concepts = shapes_concepts(store, include=["marker", "colour"]).merge(
+    concepts = shapes_concepts(store, include=["marker", "colour"]).select(
+        ["marker", "colour:red"]).merge(
         array_concept("coin", np.random.default_rng(5).random(store.n_samples) < 0.5))
     result = run_concepts(run_dir, concepts, model=spurious_net, dataset=eval_set,
                           tcav_concepts=["marker"], tcav_layers=["act1"], tcav_classes=[0],
-                          n_shuffles=2, n_tcav_images=15, n_tcav_inputs=15, seed=0)
+                          n_shuffles=2, n_tcav_images=15, n_tcav_inputs=15, seed=0,
+                          links_options={"parts": ("mapper",)})
     assert result.profile("marker").known
     assert not result.profile("coin").known
     assert result.profile("colour:red").known  # colour is linear in the first conv layer
@@ -52,8 +54,8 @@ def test_run_concepts_writes_results_and_probes(tiny_run, spurious_net, eval_set
     assert ConceptSet.load(run_dir).names == concepts.names
     assert hook_count(spurious_net) == 0
     assert result.accuracy_matrix().shape == (len(concepts.names), 2)
-    if result.structures is None:
-        assert any("links" in n for n in result.notes)
+    # the links module ran with the options given (no mapper graphs here: skipped, named)
+    assert "mapper" in result.structures["skipped"]
     with pytest.raises(UnknownConceptError):
         result.profile("markr")
 
@@ -72,7 +74,7 @@ def test_folder_concept_is_captured_and_probed(tiny_run, spurious_net, eval_set,
             Image.fromarray((img * 255).round().astype(np.uint8)).save(tmp_path / name / f"{i}.png")
     concept = folder_concept("marked", tmp_path / "marked", negatives=tmp_path / "unmarked")
     result = run_concepts(run_dir, concept, model=spurious_net,
-                          dataset=eval_set, tcav=False, baseline=False, n_shuffles=2)
+                          dataset=eval_set, tcav=False, baseline=False, n_shuffles=2, links=False)
     profile = result.profile("marked")
     assert profile.n_samples == 60 and profile.n_positive == 30
     assert profile.known
@@ -82,7 +84,7 @@ def test_concept_set_of_another_size_is_rejected(tiny_run, spurious_net):
     run_dir, store = tiny_run
     with pytest.raises(ConceptDataError, match="one value per row"):
         run_concepts(run_dir, array_concept("x", np.arange(store.n_samples + 5) % 2 == 0),
-                     model=spurious_net, tcav=False, baseline=False)
+                     model=spurious_net, tcav=False, baseline=False, links=False)
 
 
 def test_cli_concepts_one_line_errors(tiny_run, tmp_path):
@@ -111,7 +113,8 @@ def test_cli_concepts_class_group_runs(tiny_run):
 
     run_dir, _ = tiny_run
     res = CliRunner().invoke(app, ["concepts", str(run_dir), "--concept",
-                                   "round=circle,cross", "--no-tcav", "--no-baseline", "-q"])
+                                   "round=circle,cross", "--no-tcav", "--no-baseline",
+                                   "--no-links", "-q"])
     assert res.exit_code == 0, res.output
     assert load_concepts(run_dir).concepts[0].concept == "round"
 
@@ -138,7 +141,7 @@ def test_positions_store_locates_the_marker(tmp_path, spurious_net, eval_set):
     concepts = shapes_concepts(store, include=["marker"])
     result = run_concepts(tmp_path, concepts, store_name="activations_pos.zarr",
                           model=spurious_net, dataset=eval_set, tcav=False, baseline=False,
-                          n_shuffles=2)
+                          n_shuffles=2, links=False)
     grid = np.array(result.profile("marker").layer("act1").location, dtype=float)
     assert grid.shape == (16, 16)
     y, x = np.unravel_index(np.nanargmax(grid), grid.shape)
@@ -152,7 +155,7 @@ def test_concept_curves_of_two_runs(tiny_run, spurious_net, tmp_path):
 
     run_dir, store = tiny_run
     run_concepts(run_dir, shapes_concepts(store, include=["marker"]), model=spurious_net,
-                 tcav=False, baseline=False, n_shuffles=2)
+                 tcav=False, baseline=False, n_shuffles=2, links=False)
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
     notes: list[str] = []
@@ -172,7 +175,7 @@ def test_comparison_report_shows_concept_curves(tiny_run, spurious_net, tmp_path
 
     run_dir, store = tiny_run
     run_concepts(run_dir, shapes_concepts(store, include=["marker"]), model=spurious_net,
-                 tcav=False, baseline=False, n_shuffles=2)
+                 tcav=False, baseline=False, n_shuffles=2, links=False)
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
     result = compare_runs(run_dir, other, tmp_path / "cmp", quiet=True, topology=False,

@@ -42,3 +42,26 @@ def test_tcav_needs_two_random_sets(spurious_net, pools):
     with pytest.raises(ValueError, match="n_random"):
         tcav_scores(spurious_net, ["conv2"], {"c": images[:5]}, images, {0: images[:4]},
                     n_random=1)
+
+
+def test_tcav_leaves_no_hook_and_restores_mode_when_the_model_raises(pools):
+    from torch import nn
+
+    class Boom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls > 3:  # after the first concept activations: mid-run
+                raise RuntimeError("boom")
+            return self.conv(x).mean(dim=(2, 3))
+
+    images, _, _ = pools
+    net = Boom().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        tcav_scores(net, ["conv"], {"c": images[:10]}, images[:40], {0: images[:4]},
+                    n_random=2, n_concept_images=5)
+    assert hook_count(net) == 0 and net.training

@@ -99,6 +99,10 @@ def test_cli_one_line_errors_and_single_checkpoint_warning(digits_run):
     res = CliRunner().invoke(app, ["data-attribution", str(run), "--proj-dim", "5000", "-q"])
     assert res.exit_code == 2 and "below 1257" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+    ok = CliRunner().invoke(app, ["data-attribution", str(run), "--proj-dim", "64",
+                                  "--n-targets", "2", "--k", "3", "-q", "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    assert "TRAK over 2 checkpoint(s)" in ok.output
     first = digits_run["result"].checkpoints[0]
     with pytest.warns(UserWarning, match="one checkpoint"):
         single = run_data_attribution(run, checkpoints=[first], proj_dim=64, n_targets=2,
