@@ -128,7 +128,12 @@ class ShapesDataset(Dataset):
         self.spurious_class = spurious_class
         self.marker_rate, self.marker_base_rate = marker_rate, marker_base_rate
         self.class_names = list(SHAPES)
-        self._cache: dict[int, tuple[torch.Tensor, ShapeConcepts]] = {}
+        # rendered images live in one preallocated ring of CACHE_SIZE slots: a per-image
+        # dict of small arrays fragments the heap and RSS creeps up over a 50k capture
+        self._images: np.ndarray | None = None
+        self._slots: dict[int, tuple[int, ShapeConcepts]] = {}  # index -> (slot, concepts)
+        self._owners: list[int] = []  # slot -> index
+        self._next = 0
 
     def __len__(self) -> int:
         return self.n
@@ -136,17 +141,24 @@ class ShapesDataset(Dataset):
     def _item(self, index: int) -> tuple[torch.Tensor, ShapeConcepts]:
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} images")
-        item = self._cache.get(index)
-        if item is None:
+        hit = self._slots.get(index)
+        if hit is None:
             image, concepts = render_shape(
                 self.seed, index, self.spurious_class, self.marker_rate, self.marker_base_rate
             )
-            item = (torch.from_numpy(image), concepts)
-            # bounded: a 50k-image capture must not keep every rendered image (600 MB)
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[index] = item
-        return item
+            if self._images is None:
+                self._images = np.empty((min(CACHE_SIZE, self.n), *image.shape), image.dtype)
+            slot = self._next
+            self._next = (slot + 1) % len(self._images)
+            if slot < len(self._owners):  # the ring is full: drop the oldest image
+                del self._slots[self._owners[slot]]
+                self._owners[slot] = index
+            else:
+                self._owners.append(index)
+            self._images[slot] = image
+            hit = self._slots[index] = (slot, concepts)
+        slot, concepts = hit
+        return torch.from_numpy(self._images[slot].copy()), concepts
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, concepts = self._item(index)

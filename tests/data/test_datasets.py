@@ -95,3 +95,19 @@ def test_image_folder_reads_class_folders(tmp_path):
     assert len(ds) == 4 and ds.class_names == ["cat", "dog"]
     assert ds[0][0].shape == (3, 32, 32)
     assert len(dataset_from_spec(ds.spec())) == 4
+
+
+def test_shapes_image_cache_is_a_bounded_ring(monkeypatch):
+    import deepprofile.data.shapes as shapes_mod
+
+    monkeypatch.setattr(shapes_mod, "CACHE_SIZE", 3)
+    ds = shapes_mod.ShapesDataset(n=10, seed=4)
+    fresh = [shapes_mod.render_shape(4, i)[0] for i in range(10)]
+    for _ in range(2):  # second pass: every image was evicted and is rendered again
+        for i in range(10):
+            image, label = ds[i]
+            np.testing.assert_array_equal(image.numpy(), fresh[i])
+            assert label == ds.concepts(i).label
+    assert ds._images.shape[0] == 3 and len(ds._slots) == 3
+    ds[9][0].zero_()  # callers get copies: the cache is not altered
+    np.testing.assert_array_equal(ds[9][0].numpy(), fresh[9])
