@@ -598,16 +598,23 @@ def esd_picker(layers: Sequence[Mapping[str, Any]]) -> Any:
     shapes, anns = decorations(0) if layers else ([], [])
     fig.update_layout(
         shapes=shapes, annotations=anns, bargap=0,
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left",
-                      "y": 1.02, "yanchor": "bottom", "showactive": True,
-                      "pad": {"t": 0, "b": 0}}],
-        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
-                "yanchor": "bottom"},
-        margin={"t": 60})
+        **_picker_layout(buttons))
     fig.update_xaxes(type="log", exponentformat="power", title_text="eigenvalue λ")
     fig.update_yaxes(type="log", exponentformat="power", title_text="density")
     return fig
 
+
+
+def _picker_layout(buttons: list[dict[str, Any]]) -> dict[str, Any]:
+    """Layout of a figure with a layer drop-down at its top left and the legend top right."""
+    return {
+        "updatemenus": [{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left",
+                         "y": 1.02, "yanchor": "bottom", "showactive": True,
+                         "pad": {"t": 0, "b": 0}}],
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
+                   "yanchor": "bottom"},
+        "margin": {"t": 60},
+    }
 
 def _sv(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
@@ -661,12 +668,7 @@ def singular_value_picker(spectra: Mapping[str, Any],
                         "args": [{"visible": visible},
                                  {"xaxis.autorange": True, "yaxis.autorange": True}]})
     fig.update_layout(
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left",
-                      "y": 1.02, "yanchor": "bottom", "showactive": True,
-                      "pad": {"t": 0, "b": 0}}],
-        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
-                "yanchor": "bottom"},
-        margin={"t": 60})
+        **_picker_layout(buttons))
     fig.update_xaxes(title_text="index (largest first)", type="log")
     fig.update_yaxes(title_text="singular value", type="log", exponentformat="power")
     return fig
