@@ -164,12 +164,13 @@ def parse_scheduler(text: str) -> tuple[str, Any]:
 
 
 @contextmanager
-def client_for(scheduler: str | None) -> Iterator[Any]:
+def client_for(scheduler: str | None, *, timeout: float = 20.0) -> Iterator[Any]:
     """A Dask client for ``scheduler`` (``None`` yields ``None``: run in this process).
 
     ``local:N`` starts a LocalCluster of N single-threaded worker processes and closes it
     afterwards; ``tcp://HOST:PORT`` connects to a running scheduler (a ``dask scheduler``,
-    a dask-jobqueue or Kubernetes cluster's address) and leaves it running.
+    a dask-jobqueue or Kubernetes cluster's address) and leaves it running; an address
+    that does not answer within ``timeout`` seconds is a :class:`DeepProfileError`.
     """
     if scheduler is None:
         yield None
@@ -178,7 +179,8 @@ def client_for(scheduler: str | None) -> Iterator[Any]:
     distributed = _require_dask()
     if kind == "local":
         cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
-                                           processes=True, dashboard_address=None)
+                                           processes=True, dashboard_address=None,
+                                           worker_dashboard_address=None)
         client = distributed.Client(cluster)
         try:
             yield client
@@ -187,7 +189,7 @@ def client_for(scheduler: str | None) -> Iterator[Any]:
             cluster.close()
     else:
         try:
-            client = distributed.Client(value, timeout="20s")
+            client = distributed.Client(value, timeout=f"{timeout}s")
         except OSError as exc:
             raise DeepProfileError(
                 f"Cannot reach the Dask scheduler at {value} ({exc}); start it or check "
