@@ -121,6 +121,7 @@ def test_unreachable_scheduler_is_one_line_error(run) -> None:
             pass
 
 
+@pytest.mark.slow  # starts two worker processes: 6-10 s here
 def test_local_processes_cluster(run) -> None:
     """local:N starts worker processes: tasks pickle, read the store there, and match."""
     from deepprofile.mapper.pipeline import run_mapper
@@ -130,3 +131,33 @@ def test_local_processes_cluster(run) -> None:
     ref = run_mapper(run, **params).to_dict()
     got = run_mapper(run, scheduler="local:2", **params).to_dict()
     assert _stable(got) == _stable(ref)
+
+
+def test_cli_runs_topology_and_mapper_on_a_scheduler(run, address, tmp_path) -> None:
+    from deepprofile.mapper.cli import register as register_mapper
+    from deepprofile.topology.cli import register as register_topology
+
+    app = typer.Typer()
+    register_topology(app)
+    register_mapper(app)
+    out = tmp_path / "topo.json"
+    res = CliRunner().invoke(app, ["topology", str(run), "--n-points", "40", "-m", "bottleneck",
+                                   "--scheduler", address, "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["layers"] == LAYERS
+    res = CliRunner().invoke(app, ["mapper", str(run), "-l", "layer3", "--intervals", "6",
+                                   "--no-thumbnails", "--scheduler", address, "-q"])
+    assert res.exit_code == 0, res.output
+    assert (run / "mapper" / "layer3.html").is_file()
+
+
+def test_missing_dask_is_one_line_error(monkeypatch) -> None:
+    import sys
+
+    from deepprofile.distributed import client_for
+
+    for name in ("dask", "dask.distributed"):
+        monkeypatch.setitem(sys.modules, name, None)  # the import now fails
+    with pytest.raises(DeepProfileError, match=r"pip install -e '\.\[dask\]'"):
+        with client_for("local:1"):
+            pass
