@@ -161,3 +161,12 @@ def test_missing_dask_is_one_line_error(monkeypatch) -> None:
     with pytest.raises(DeepProfileError, match=r"pip install -e '\.\[dask\]'"):
         with client_for("local:1"):
             pass
+
+
+def test_topology_compare_with_scheduler_equals_one_process(run, address) -> None:
+    from deepprofile.topology import compare_topology
+
+    params = dict(n_points=40, quiet=True, metrics=("bottleneck",))
+    ref = compare_topology(run, run, **params).to_dict()
+    got = compare_topology(run, run, scheduler=address, **params).to_dict()
+    assert _stable(got) == _stable(ref) and got["accuracy"] == 1.0
