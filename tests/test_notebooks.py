@@ -19,7 +19,7 @@ def notebook_out(tmp_path_factory) -> Path:
 
 
 OUTPUTS = {"01_tour.ipynb": "tour", "02_compare_variants.ipynb": "variants",
-           "03_concepts.ipynb": "concepts"}
+           "03_concepts.ipynb": "concepts", "04_data_attribution.ipynb": "data_attribution"}
 
 
 @pytest.mark.parametrize("name", sorted(OUTPUTS))

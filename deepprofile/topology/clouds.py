@@ -404,9 +404,14 @@ def resolve_layer_stores(source: Any, layers: Sequence[str] | None, kind: str
             if names:
                 return {name: store for name in names}
         found = {s.path.name: {n: s.reduction(n) for n in s.layers} for s in stores}
+        stored = {r for s in stores for r in (s.reduction(n) for n in s.layers)}
+        usable_kinds = [k for k, reds in _COMPATIBLE.items()
+                        if k != kind and any(r.split(":")[0] in reds for r in stored)]
+        hint = (f"use --cloud {' or --cloud '.join(usable_kinds)}, or capture "
+                f"with one of those" if usable_kinds else "Capture with one of those")
         raise ShapeError(
             f"No stored layer can make a {kind!r} cloud (needs reduction "
-            f"{' or '.join(_COMPATIBLE[kind])}); stored: {found}. Capture with one of those."
+            f"{' or '.join(_COMPATIBLE[kind])}); stored: {found}. {hint[0].upper()}{hint[1:]}."
         )
     every: list[str] = []
     for store in stores:

@@ -137,6 +137,9 @@ def test_errors_are_clear(hand_data, tmp_path) -> None:
         clouds_from_store(tmp_path / "m.zarr", ["conv3"], kind="image")
     with pytest.raises(ShapeError, match="max_position"):
         clouds_from_store(tmp_path / "m.zarr", ["conv2"], kind="max_position")
+    # a mean-pooled store cannot make max_position clouds: the error names the cloud that works
+    with pytest.raises(ShapeError, match="Use --cloud image"):
+        clouds_from_store(tmp_path / "m.zarr", kind="max_position")
     with pytest.raises(ShapeError, match="at least"):
         cloud_from_array(np.zeros((2, 3)))
     with pytest.raises(ShapeError, match="too small"):
