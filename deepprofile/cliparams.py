@@ -105,6 +105,21 @@ def normalization(value: str) -> str:
     return str(value)
 
 
+def scheduler(value: str) -> str:
+    """``local:N`` (N worker processes here) or ``tcp://HOST:PORT`` (a running Dask scheduler)."""
+    from deepprofile.distributed import parse_scheduler
+
+    try:
+        parse_scheduler(str(value))
+    except DeepProfileError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return str(value)
+
+
+SCHEDULER_HELP = ("Run the per-layer work as Dask tasks: local:N (N worker processes on "
+                  "this machine) or tcp://HOST:PORT (a running scheduler). Needs '.[dask]'.")
+
+
 def output_folder(path: Path, option: str = "--out") -> Path:
     """Refuse an output path that exists and is not a folder (before anything is written)."""
     if path.exists() and not path.is_dir():

@@ -1,4 +1,5 @@
-"""Dask integration: fill one activation store from several workers at once.
+"""Dask integration: fill one activation store from several workers at once, and run
+per-layer analyses (persistence, mapper graphs) as one task per layer.
 
 Each task loads the model from a checkpoint and the dataset from its spec (so
 nothing large is shipped between processes), captures its share of the store's
@@ -12,7 +13,9 @@ Dask is optional: ``pip install -e ".[dask]"``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,8 @@ def _require_dask():
         from dask import distributed
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise DeepProfileError(
-            "Distributed capture needs Dask: pip install -e '.[dask]' (dask[distributed])."
+            "Distributed runs (--scheduler, capture on workers) need Dask: "
+            "pip install -e '.[dask]' (dask[distributed])."
         ) from exc
     return distributed
 
@@ -135,3 +139,79 @@ def _capture_distributed(distributed: Any, checkpoint: str | Path,
     if "fingerprint" not in store.metadata:
         store.finalize()
     return store
+
+
+# -- per-layer analyses as Dask tasks ----------------------------------------------------
+def parse_scheduler(text: str) -> tuple[str, Any]:
+    """``("local", n_workers)`` for ``local:N``, ``("address", text)`` for ``tcp://HOST:PORT``.
+
+    Anything else is a one-line :class:`DeepProfileError` saying what is accepted.
+    """
+    value = str(text).strip()
+    hint = "use local:N (N worker processes on this machine) or tcp://HOST:PORT."
+    kind, sep, rest = value.partition(":")
+    if kind == "local":
+        if not sep or not rest.isdigit() or int(rest) < 1:
+            raise DeepProfileError(f"Scheduler {value!r}: local needs a worker count >= 1; "
+                                   + hint)
+        return "local", int(rest)
+    if value.startswith("tcp://"):
+        host, sep, port = value[len("tcp://"):].rpartition(":")
+        if not host or not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise DeepProfileError(f"Scheduler {value!r} has no valid HOST:PORT; " + hint)
+        return "address", value
+    raise DeepProfileError(f"Scheduler {value!r} is not understood; " + hint)
+
+
+@contextmanager
+def client_for(scheduler: str | None, *, timeout: float = 20.0) -> Iterator[Any]:
+    """A Dask client for ``scheduler`` (``None`` yields ``None``: run in this process).
+
+    ``local:N`` starts a LocalCluster of N single-threaded worker processes and closes it
+    afterwards; ``tcp://HOST:PORT`` connects to a running scheduler (a ``dask scheduler``,
+    a dask-jobqueue or Kubernetes cluster's address) and leaves it running; an address
+    that does not answer within ``timeout`` seconds is a :class:`DeepProfileError`.
+    """
+    if scheduler is None:
+        yield None
+        return
+    kind, value = parse_scheduler(scheduler)
+    distributed = _require_dask()
+    if kind == "local":
+        cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
+                                           processes=True, dashboard_address=None,
+                                           worker_dashboard_address=None)
+        client = distributed.Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+    else:
+        try:
+            client = distributed.Client(value, timeout=f"{timeout}s")
+        except OSError as exc:
+            raise DeepProfileError(
+                f"Cannot reach the Dask scheduler at {value} ({exc}); start it or check "
+                "the address.") from None
+        try:
+            yield client
+        finally:
+            client.close()  # closes this connection only; the scheduler keeps running
+
+
+def map_layers(fn: Callable[..., Any], layers: Sequence[Any], client: Any,
+               *args: Any) -> list[Any]:
+    """``[fn(layer, *args) for layer in layers]``, one Dask task per layer when ``client``
+    is given (results gathered in layer order; the first failure is raised).
+
+    ``layers`` holds what each task needs: a layer name when the task reads the store
+    itself, or a small per-layer payload (a subsampled cloud).
+    """
+    if client is None:
+        return [fn(layer, *args) for layer in layers]
+    name = getattr(fn, "__name__", "layer-task")
+    futures = [client.submit(fn, layer, *args, key=f"{name}-{i}-{uuid.uuid4().hex}",
+                             pure=False)
+               for i, layer in enumerate(layers)]
+    return client.gather(futures)

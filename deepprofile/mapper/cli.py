@@ -56,6 +56,9 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[
             bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
         ] = False,
+        scheduler: Annotated[
+            str | None, typer.Option(parser=cp.scheduler, help=cp.SCHEDULER_HELP)
+        ] = None,
     ) -> None:
         """Build mapper graphs: RUN_DIR/mapper/<layer>.html and RUN_DIR/results/mapper.json."""
         from deepprofile.mapper.pipeline import (
@@ -67,7 +70,7 @@ def register(app: typer.Typer) -> None:
         result = run_mapper(
             path, layers=layer or None, seed=seed, quiet=quiet, lens=lens,
             intervals=intervals, overlap=overlap, eps=eps, min_samples=min_samples,
-            thumbnails=thumbnails,
+            thumbnails=thumbnails, scheduler=scheduler,
         )
         rd, _ = resolve_run_dir(path)
         names = _selected(result, layer) if layer else list(result.pages)

@@ -209,6 +209,13 @@ def _existing(rd: Any, store_path: str) -> MapperResult | None:
     return old
 
 
+def _graph_task(layer: str, store_path: str, params: dict[str, Any]) -> MapperGraphResult:
+    """One layer's mapper graph from the store at ``store_path`` (a Dask task)."""
+    from deepprofile.capture.store import ActivationStore
+
+    return mapper_from_store(ActivationStore.open(store_path, verify=False), layer, **params)
+
+
 def run_mapper(
     run_dir: str | Path,
     *,
@@ -223,6 +230,7 @@ def run_mapper(
     min_samples: int = 5,
     thumbnails: bool = True,
     merge: bool = True,
+    scheduler: str | None = None,
 ) -> MapperResult:
     """Build mapper graphs for the stored layers, write their pages and results/mapper.json.
 
@@ -231,7 +239,9 @@ def run_mapper(
     ``deepprofile.data.dataset_from_spec`` if possible, otherwise pages have no
     images. With ``merge`` layers already in mapper.json from the same store are
     kept and the distance matrices cover all of them. ``quiet`` silences the progress
-    bar and warnings; print :func:`summarize_mapper` for a summary.
+    bar and warnings; print :func:`summarize_mapper` for a summary. ``scheduler``
+    (``local:N`` or ``tcp://HOST:PORT``) builds each layer's graph as a Dask task that
+    reads the store itself; pages, merging and distances stay here.
     """
     from deepprofile.capture.store import ActivationStore
     from deepprofile.mapper.page import write_mapper_page
@@ -259,16 +269,22 @@ def run_mapper(
         "min_samples": min_samples,
         "seed": seed,
     }
+    graph_params = dict(lens=lens, intervals=intervals, overlap=overlap, eps=eps,
+                        min_samples=min_samples, seed=seed)
     graphs: dict[str, MapperGraphResult] = {}
     pages: dict[str, str] = {}
+    if scheduler is not None:
+        from deepprofile.distributed import client_for, map_layers
+
+        with client_for(scheduler) as client:
+            built = map_layers(_graph_task, chosen, client, str(store.path), graph_params)
+        graphs = dict(zip(chosen, built, strict=True))
     with progress_bar(quiet) as progress:
         task = progress.add_task("mapper graphs", total=2 * len(chosen))
         for name in chosen:
             progress.update(task, description=f"mapper {name}")
-            graphs[name] = mapper_from_store(
-                store, name, lens=lens, intervals=intervals, overlap=overlap, eps=eps,
-                min_samples=min_samples, seed=seed,
-            )
+            if name not in graphs:
+                graphs[name] = mapper_from_store(store, name, **graph_params)
             progress.advance(task)
             result = graphs[name]
             if result.nodes:

@@ -84,6 +84,9 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[
             bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")
         ] = False,
+        scheduler: Annotated[
+            str | None, typer.Option(parser=cp.scheduler, help=cp.SCHEDULER_HELP)
+        ] = None,
     ) -> None:
         """Persistent homology of layer clouds: RUN_DIR/results/topology.json."""
         from deepprofile.errors import DeepProfileError
@@ -102,7 +105,7 @@ def register(app: typer.Typer) -> None:
             cloud=cloud, n_points=n_points, sampler=sampler, normalize=normalize, seed=seed,
             positions_k=positions_k, homology=tuple(homology or (0, 1)),
             metrics=tuple(metric or METRICS), cutoff_quantile=cutoff_quantile,
-            n_threads=threads, quiet=quiet,
+            n_threads=threads, quiet=quiet, scheduler=scheduler,
         )
         if compare:
             if len(sources) != 2:

@@ -181,6 +181,12 @@ def _provenance(source: Any, clouds: Mapping[str, PointCloud]) -> dict[str, Any]
     }
 
 
+def _sweep_layer(item: tuple[PointCloud, PersistenceDiagrams],
+                 sweep: SensitivitySweep) -> SensitivityResult:
+    """The sensitivity sweep of one layer (a Dask task with ``--scheduler``)."""
+    return sweep.fit(*item).result_
+
+
 class TopologyAnalysis:
     """Clouds, persistence, distance matrices, CKA and the sensitivity sweep of one model.
 
@@ -214,7 +220,7 @@ class TopologyAnalysis:
         metrics: Sequence[str] = METRICS, cutoff_quantile: float | None = None,
         cka: Sequence[str] = ("linear", "rbf"), sensitivity_k: Sequence[int] = (0, 1, 2, 4, 8),
         sensitivity_metric: str = "sliced_wasserstein", n_threads: int = 2,
-        quiet: bool = False,
+        quiet: bool = False, scheduler: str | None = None,
     ) -> None:
         self.layers = None if layers is None else list(layers)
         self.cloud = cloud
@@ -231,6 +237,7 @@ class TopologyAnalysis:
         self.sensitivity_metric = sensitivity_metric
         self.n_threads = n_threads
         self.quiet = quiet
+        self.scheduler = scheduler  # where per-layer work runs; not a parameter of the maths
 
     def params(self) -> dict[str, Any]:
         return {
@@ -285,9 +292,30 @@ class TopologyAnalysis:
         return {kind: cka_matrix(groups[0], clouds_b, kind=kind, **(
             {"seed": self.seed} if kind == "minibatch" else {})) for kind in self.cka}
 
+    def _diagrams(self, clouds: Mapping[str, PointCloud], client: Any
+                  ) -> dict[str, PersistenceDiagrams]:
+        """Persistence of every cloud: here, or one Dask task per layer with ``client``."""
+        if client is None:
+            return self._rips().fit(clouds).diagrams_
+        from deepprofile.distributed import map_layers
+
+        return {dg.layer: dg for dg in map_layers(self._rips().compute, list(clouds.values()),
+                                                  client)}
+
     def fit(self, source: Any) -> TopologyAnalysis:
-        """Analyse one model; sets ``clouds_``, ``diagrams_`` and ``result_``."""
+        """Analyse one model; sets ``clouds_``, ``diagrams_`` and ``result_``.
+
+        With ``scheduler`` the persistence and sensitivity of each layer run as Dask tasks
+        (clouds are built here and shipped: at most ``n_points`` rows each); distances
+        and CKA, which need every layer, run here.
+        """
+        from deepprofile.distributed import client_for
+
         self._check()
+        with client_for(self.scheduler) as client:
+            return self._fit(source, client)
+
+    def _fit(self, source: Any, client: Any) -> TopologyAnalysis:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         clouds = self.clouds(source)
@@ -295,7 +323,7 @@ class TopologyAnalysis:
         names = list(clouds)
 
         start = time.perf_counter()
-        diagrams = self._rips().fit(clouds).diagrams_
+        diagrams = self._diagrams(clouds, client)
         timings["persistence"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -327,12 +355,20 @@ class TopologyAnalysis:
                                      cutoff_quantile=self.cutoff_quantile, seed=self.seed)
             from deepprofile.topology.clouds import _progress
 
-            with _progress(self.quiet) as progress:
-                task = progress.add_task("sensitivity", total=len(names))
-                for name in names:
-                    if len([k for k in self.sensitivity_k if k < clouds[name].dim]) >= 2:
-                        sens[name] = sweep.fit(clouds[name], diagrams[name]).result_
-                    progress.advance(task)
+            swept = [n for n in names
+                     if len([k for k in self.sensitivity_k if k < clouds[n].dim]) >= 2]
+            if client is not None:
+                from deepprofile.distributed import map_layers
+
+                sens = dict(zip(swept, map_layers(
+                    _sweep_layer, [(clouds[n], diagrams[n]) for n in swept], client, sweep),
+                    strict=True))
+            else:
+                with _progress(self.quiet) as progress:
+                    task = progress.add_task("sensitivity", total=len(swept))
+                    for name in swept:
+                        sens[name] = _sweep_layer((clouds[name], diagrams[name]), sweep)
+                        progress.advance(task)
         timings["sensitivity"] = time.perf_counter() - start
 
         self.clouds_ = clouds
@@ -355,9 +391,11 @@ class TopologyAnalysis:
         clouds_b = self.clouds(source_b)
         timings["clouds"] = time.perf_counter() - start
         start = time.perf_counter()
-        rips = self._rips()
-        diagrams_a = rips.fit(clouds_a).diagrams_
-        diagrams_b = rips.fit(clouds_b).diagrams_
+        from deepprofile.distributed import client_for
+
+        with client_for(self.scheduler) as client:
+            diagrams_a = self._diagrams(clouds_a, client)
+            diagrams_b = self._diagrams(clouds_b, client)
         timings["persistence"] = time.perf_counter() - start
         names_a, names_b = list(clouds_a), list(clouds_b)
 
@@ -404,7 +442,8 @@ def _results_dir(source: Any) -> Path:
 def run_topology(
     run_dir: str | Path, *, layers: Sequence[str] | None = None, cloud: str = "max_position",
     n_points: int = 500, seed: int = 0, quiet: bool = False,
-    store: str | Path | None = None, write: bool = True, **params: Any,
+    store: str | Path | None = None, write: bool = True, scheduler: str | None = None,
+    **params: Any,
 ) -> TopologyResult:
     """Topology of one run's layers; writes ``RUN_DIR/results/topology.json``.
 
@@ -412,6 +451,8 @@ def run_topology(
     holding it with a usable reduction) or a store path; ``store`` names one store
     explicitly. Other keywords go to :class:`TopologyAnalysis` (``metrics``, ``homology``,
     ``sampler``, ``normalize``, ``cutoff_quantile``, ``cka``, ``sensitivity_k``, ...).
+    ``scheduler`` (``local:N`` or ``tcp://HOST:PORT``) runs each layer's persistence and
+    sensitivity sweep as a Dask task; the result is the same as without it.
     """
     from deepprofile.results import write_json
     from deepprofile.validate import check_options
@@ -419,7 +460,7 @@ def run_topology(
     check_options("topology", {**params, "n_points": n_points, "seed": seed})
     source: Any = store if store is not None else run_dir
     analysis = TopologyAnalysis(layers, cloud=cloud, n_points=n_points, seed=seed,
-                                quiet=quiet, **params)
+                                quiet=quiet, scheduler=scheduler, **params)
     result = analysis.fit(source).result_
     if write:
         write_json(_results_dir(run_dir) / f"{RESULT_NAME}.json", result)
