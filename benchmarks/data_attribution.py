@@ -16,9 +16,18 @@ TRAK and TracInCP use the same checkpoints (``--seeds`` models x 2 checkpoints e
   with traker's default CPU projector and with deepprofile's projector; each run in
   its own process, best of ``--speed-repeats``, peak RSS growth during the run.
 
+``--model small_resnet`` runs the LDS part on the demo CNN instead: deepprofile's
+SmallResNet on the bundled digits at 32x32, trained with the demo's recipe
+(``deepprofile.demo.demo_config``: ``deepprofile.models.train.train``, 8 epochs, 4 kept
+checkpoints; ``--epochs`` overrides), ``--seeds`` models; every LDS subset is retrained
+with the same recipe. TRAK over all kept checkpoints, over the first seed's only and
+over its final checkpoint only, TracInCP on the same checkpoints (``--no-tracin`` skips
+it) and random scores.
+
 Prints one JSON object.
 
     python benchmarks/data_attribution.py [--m 32] [--targets 50] [--seeds 3]
+    python benchmarks/data_attribution.py --model small_resnet --m 24 --targets 40 --seeds 2
 """
 
 from __future__ import annotations
@@ -285,6 +294,78 @@ def concept_removal(train: DigitsDataset, test: DigitsDataset, ckpts: list[Path]
             "probe_accuracy": acc.to_dict(), "probe_margin": mar.to_dict()}
 
 
+def cnn_lds(args: argparse.Namespace) -> dict:
+    """LDS of TRAK / TracInCP / random scores on the demo CNN (SmallResNet, digits 32x32)."""
+    from dataclasses import replace
+
+    from deepprofile.data import load_dataset
+    from deepprofile.demo import demo_config
+    from deepprofile.models import build_model, load_model
+    from deepprofile.models.train import train
+
+    t_all = time.perf_counter()
+    train_set, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    n = len(train_set)
+    rows = np.unique(np.linspace(0, len(test) - 1, args.targets).round().astype(int))
+    targets = Subset(test, rows.tolist())
+    tmp = Path(tempfile.mkdtemp())
+
+    def config(seed: int):  # the demo's recipe, optionally with fewer epochs
+        base = demo_config(seed, fast=False)
+        return replace(base, epochs=args.epochs) if args.epochs else base
+
+    t = time.perf_counter()
+    runs = [train(config(seed), tmp / f"seed{seed}", train_set=train_set, test_set=test,
+                  quiet=True) for seed in range(args.seeds)]
+    ckpts = [c for r in runs for c in r.checkpoints]
+    seconds = {"train_ensemble": time.perf_counter() - t}
+    cfg = config(0)
+    report: dict = {"setting": {
+        "data": "digits 32x32", "n_train": n, "model": "SmallResNet (demo CNN)",
+        "recipe": {k: v for k, v in cfg.to_dict().items() if k != "seed"},
+        "checkpoint_epochs": cfg.checkpoint_epochs(), "checkpoints": len(ckpts),
+        "seeds": args.seeds, "proj_dim": args.proj_dim, "targets": len(rows), "m": args.m,
+        "alpha": 0.5, "test_accuracy": [r.test_accuracy for r in runs]}}
+    model = build_model(cfg.arch, num_classes=10, **cfg.arch_kwargs)
+    infos = checkpoint_infos(ckpts)
+    per_seed = len(runs[0].checkpoints)
+
+    def trak(subset: list) -> np.ndarray:
+        ens = TrakEnsemble(model, subset, train_set, FeatureStore(tmp / "f.zarr"),
+                           proj_dim=args.proj_dim, batch_size=32, quiet=True)
+        return ens.scores(MarginOutput(), targets)
+
+    t = time.perf_counter()
+    scores = {"trak": trak(infos)}
+    seconds["trak"] = time.perf_counter() - t
+    if args.seeds > 1:
+        scores["trak_seed0"] = trak(infos[:per_seed])
+    scores["trak_1_checkpoint"] = trak(infos[per_seed - 1:per_seed])
+    if not args.no_tracin:
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores["tracin_cp"] = tracin_scores(model, ckpts, train_set, targets,
+                                                batch_size=64)
+        seconds["tracin_cp"] = time.perf_counter() - t
+    scores["random"] = random_scores(n, len(rows), seed=7)
+
+    def retrain(idx: np.ndarray, seed: int) -> nn.Module:
+        out = Path(tempfile.mkdtemp(dir=tmp))
+        result = train(config(seed), out, train_set=Subset(train_set, idx.tolist()),
+                       test_set=targets, quiet=True)
+        return load_model(result.final_checkpoint)[0]
+
+    masks = random_subsets(n, args.m, 0.5, seed=1)
+    t = time.perf_counter()
+    outputs = subset_outputs(retrain, masks, lambda m: margins(m, targets), seed=100)
+    seconds["lds_retrains"] = time.perf_counter() - t
+    report["lds"] = {k: lds(v, masks, outputs).lds for k, v in scores.items()}
+    seconds["total"] = time.perf_counter() - t_all
+    report["seconds"] = seconds
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--m", type=int, default=32, help="LDS subsets (retrains)")
@@ -300,7 +381,16 @@ def main() -> None:
                         help="comma-separated parts to run")
     parser.add_argument("--speed-images", type=int, default=128,
                         help="training images featurised by the demo CNN in the speed test")
+    parser.add_argument("--model", choices=("mlp", "small_resnet"), default="mlp",
+                        help="small_resnet: LDS only, on the demo CNN (digits 32x32)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="small_resnet: training epochs (default: the demo's 8)")
+    parser.add_argument("--no-tracin", action="store_true",
+                        help="small_resnet: skip captum's TracInCP")
     args = parser.parse_args()
+    if args.model == "small_resnet":
+        print(json.dumps(cnn_lds(args), indent=1))
+        return
     parts = set(args.parts.split(","))
     torch.manual_seed(0)
     t_all = time.perf_counter()
