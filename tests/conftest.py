@@ -44,3 +44,12 @@ def tiny_dataset() -> ArrayDataset:
     images = rng.normal(size=(50, 1, 8, 8)).astype(np.float32)
     labels = rng.integers(0, 4, size=50)
     return ArrayDataset(images, labels, name="tiny")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread (tiny models: faster, no oversubscription), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

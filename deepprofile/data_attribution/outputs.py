@@ -27,7 +27,7 @@ from trak.modelout_functions import AbstractModelOutput, ImageClassificationMode
 from deepprofile.capture.hooks import first_tensor, register_forward_hooks, remove_hooks
 from deepprofile.capture.selectors import close_matches
 from deepprofile.concepts.probes import reduce_differentiable
-from deepprofile.errors import ShapeError, UnknownLayerError
+from deepprofile.errors import DeepProfileError, ShapeError, UnknownLayerError
 
 
 class MarginOutput(ImageClassificationModelOutput):
@@ -136,8 +136,10 @@ class ConceptProbeOutput(AbstractModelOutput):
 
     def get_out_to_loss_grad(self, model: nn.Module, weights: dict[str, Tensor],
                              buffers: dict[str, Tensor], batch: Sequence[Tensor]) -> Tensor:
-        raise NotImplementedError(
-            "A concept probe is a TRAK target only; training features use the margin.")
+        # traker asks every output for this, but deepprofile featurises training images with
+        # the margin (MarginOutput) and uses a probe only as a target: reaching here is misuse.
+        raise DeepProfileError(
+            "A concept probe is a TRAK target only: featurise training images with MarginOutput.")
 
 
 def subset(named: Iterable[tuple[str, Tensor]], names: Sequence[str] | None) -> dict[str, Tensor]:

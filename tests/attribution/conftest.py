@@ -10,12 +10,8 @@ from deepprofile.models.small import SmallResNet
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The models here are tiny: one thread is faster and avoids oversubscribing the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see tests/conftest.py)."""
 
 
 class TanhCNN(nn.Module):

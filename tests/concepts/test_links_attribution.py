@@ -21,14 +21,6 @@ SIZE = 12
 PATCH = (slice(0, 3), slice(0, 3))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Blind(nn.Module):
     """Zeroes the marker patch: a network behind it cannot see the marker."""
 
