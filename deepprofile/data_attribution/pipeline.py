@@ -134,6 +134,9 @@ def run_data_attribution(
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
     from deepprofile.provenance import now_iso, package_versions
+    from deepprofile.validate import check_options
+
+    check_options("data_attribution", locals())  # one-line error before any work
 
     t0 = time.perf_counter()
     run = RunDir(run_dir)
@@ -163,7 +166,7 @@ def run_data_attribution(
         train_set = dataset_from_spec(dict(spec))
     check_training_set(model, train_set, info.num_classes)
     n_train = len(train_set)  # type: ignore[arg-type]
-    proj_dim = int(proj_dim or min(512, n_train // 2))
+    proj_dim = int(min(512, n_train // 2) if proj_dim is None else proj_dim)
     check_projection(n_train, proj_dim, lambda_reg)
 
     kinds = [t.strip() for t in targets]

@@ -145,3 +145,15 @@ def test_report_section_with_thumbnails(digits_run, tmp_path):
     assert "Most helpful and most harmful training images" in html
     assert html.count("data:image/png;base64,") >= 6
     assert "precision@k" not in html or "lift" in html
+
+
+@pytest.mark.parametrize("args", [["--proj-dim", "0"], ["--n-targets", "0"], ["--k", "-1"],
+                                  ["--lambda-reg", "nan"], ["--lambda-reg", "-1"],
+                                  ["--batch-size", "0"]])
+def test_out_of_range_options_are_one_line_and_write_nothing(digits_run, args):
+    run = digits_run["run"]
+    before = _snapshot(run)
+    res = CliRunner().invoke(app, ["data-attribution", str(run), "-q", *args])
+    assert res.exit_code == 2, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert _snapshot(run) == before
