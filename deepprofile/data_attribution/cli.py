@@ -31,7 +31,9 @@ def register(app: typer.Typer) -> None:
             help="Layer of the concept probe (default: its most accurate one).")] = None,
         proj_dim: Annotated[int | None, typer.Option(
             help="Projection dimension (default min(512, n_train/2)); below n_train.")] = None,
-        lambda_reg: Annotated[float, typer.Option(help="Ridge term on X^T X.")] = 0.0,
+        lambda_reg: Annotated[float, typer.Option(help="Absolute ridge term on X^T X.")] = 0.0,
+        ridge: Annotated[float, typer.Option(help="Ridge on X^T X relative to its mean "
+            "eigenvalue (0: traker's scores exactly).")] = 1.0,
         n_targets: Annotated[int, typer.Option(help="Test images scored (spread).")] = 64,
         k: Annotated[int, typer.Option(help="Training images kept per ranking.")] = 8,
         batch_size: Annotated[int, typer.Option(help="Per-sample gradient batch.")] = 32,
@@ -59,6 +61,6 @@ def register(app: typer.Typer) -> None:
             run_dir, train_set=train_set, targets=target or ["predictions"],
             checkpoints=checkpoint, extra_model_dirs=extra_models or (),
             concept_layer=concept_layer, proj_dim=proj_dim, projector_seed=seed,
-            lambda_reg=lambda_reg, n_targets=n_targets, k=k, batch_size=batch_size,
+            lambda_reg=lambda_reg, ridge=ridge, n_targets=n_targets, k=k, batch_size=batch_size,
             device=resolve_device(device), quiet=quiet)
         typer.echo(summarize_data_attribution(result))

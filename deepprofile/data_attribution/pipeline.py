@@ -36,6 +36,7 @@ from deepprofile.data_attribution.results import (
 )
 from deepprofile.data_attribution.store import FeatureStore
 from deepprofile.data_attribution.trak import (
+    DEFAULT_RIDGE,
     DataAttributionError,
     TrakEnsemble,
     check_projection,
@@ -121,6 +122,7 @@ def run_data_attribution(
     proj_dim: int | None = None,
     projector_seed: int = 0,
     lambda_reg: float = 0.0,
+    ridge: float = DEFAULT_RIDGE,
     n_targets: int = 64,
     k: int = 8,
     batch_size: int = 32,
@@ -129,7 +131,8 @@ def run_data_attribution(
 ) -> DataAttributionResult:
     """TRAK scores for ``targets`` (``predictions`` and/or ``concept:NAME``) of a run.
 
-    ``proj_dim`` defaults to ``min(512, n_train // 2)``.
+    ``proj_dim`` defaults to ``min(512, n_train // 2)``; ``ridge`` (relative to the mean
+    eigenvalue of ``X^T X``, 0 = traker's scores) is documented in :mod:`.trak`.
     """
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
@@ -167,7 +170,7 @@ def run_data_attribution(
     check_training_set(model, train_set, info.num_classes)
     n_train = len(train_set)  # type: ignore[arg-type]
     proj_dim = int(min(512, n_train // 2) if proj_dim is None else proj_dim)
-    check_projection(n_train, proj_dim, lambda_reg)
+    check_projection(n_train, proj_dim, lambda_reg, ridge)
 
     kinds = [t.strip() for t in targets]
     for t in kinds:
@@ -194,7 +197,7 @@ def run_data_attribution(
     # -- nothing written before this line -------------------------------------------------
     ens = TrakEnsemble(model, infos, train_set, FeatureStore(run.path / STORE_NAME),
                        proj_dim=proj_dim, projector_seed=projector_seed, lambda_reg=lambda_reg,
-                       batch_size=batch_size, device=device, quiet=quiet)
+                       ridge=ridge, batch_size=batch_size, device=device, quiet=quiet)
     train_labels = labels_of(train_set)
     truth = shapes_truth(train_set)
     per_image = truth[1] if truth else None
@@ -238,8 +241,8 @@ def run_data_attribution(
                      f"{run_seed}; a probe does not transfer to other seeds' models.")
     concept_ens = ens if len(own) == len(infos) else TrakEnsemble(
         model, own, train_set, FeatureStore(run.path / STORE_NAME), proj_dim=proj_dim,
-        projector_seed=projector_seed, lambda_reg=lambda_reg, batch_size=batch_size,
-        device=device, quiet=quiet)
+        projector_seed=projector_seed, lambda_reg=lambda_reg, ridge=ridge,
+        batch_size=batch_size, device=device, quiet=quiet)
     for name, probe, mask in concept_jobs:
         pos = np.flatnonzero(mask)
         if len(pos) == 0:
@@ -278,7 +281,8 @@ def run_data_attribution(
         lambda_reg=lambda_reg, checkpoints=tuple(c.to_dict() for c in infos),
         seeds=tuple(sorted({int(c.seed) for c in infos if c.seed is not None})),
         targets=tuple(results), scores_files=files, warnings=tuple(notes),
-        seconds=time.perf_counter() - t0, versions=package_versions(), date=now_iso())
+        seconds=time.perf_counter() - t0, versions=package_versions(), date=now_iso(),
+        ridge=ridge)
     run.write_result(RESULT_NAME, result)
     return result
 

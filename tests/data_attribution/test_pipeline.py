@@ -76,7 +76,7 @@ def test_bad_input_leaves_run_untouched(digits_run, tmp_path):
     run = digits_run["run"]
     before = _snapshot(run)
     with pytest.raises(DataAttributionError, match="below 1257"):
-        run_data_attribution(run, proj_dim=1257, quiet=True)
+        run_data_attribution(run, proj_dim=1257, ridge=0.0, quiet=True)
     with pytest.raises(UnknownConceptError, match="odd"):
         run_data_attribution(run, targets=["concept:od"], proj_dim=64, quiet=True)
     wrong_size = ArrayDataset(torch.zeros(20, 3, 8, 8), torch.zeros(20, dtype=torch.long))
