@@ -96,7 +96,8 @@ def test_bad_input_leaves_run_untouched(digits_run, tmp_path):
 
 def test_cli_one_line_errors_and_single_checkpoint_warning(digits_run):
     run = digits_run["run"]
-    res = CliRunner().invoke(app, ["data-attribution", str(run), "--proj-dim", "5000", "-q"])
+    res = CliRunner().invoke(app, ["data-attribution", str(run), "--proj-dim", "5000",
+                                   "--ridge", "0", "-q"])
     assert res.exit_code == 2 and "below 1257" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
     ok = CliRunner().invoke(app, ["data-attribution", str(run), "--proj-dim", "64",
@@ -149,6 +150,7 @@ def test_report_section_with_thumbnails(digits_run, tmp_path):
 
 @pytest.mark.parametrize("args", [["--proj-dim", "0"], ["--n-targets", "0"], ["--k", "-1"],
                                   ["--lambda-reg", "nan"], ["--lambda-reg", "-1"],
+                                  ["--ridge", "-0.5"], ["--ridge", "nan"],
                                   ["--batch-size", "0"]])
 def test_out_of_range_options_are_one_line_and_write_nothing(digits_run, args):
     run = digits_run["run"]
