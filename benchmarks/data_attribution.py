@@ -24,6 +24,9 @@ with the same recipe. TRAK over all kept checkpoints, over the first seed's only
 over its final checkpoint only, TracInCP on the same checkpoints (``--no-tracin`` skips
 it) and random scores.
 
+TRAK rows use ``--ridge`` (default: the engine's, 1 x the mean eigenvalue of ``X^T X``);
+rows ending in ``_ridge0`` are the same scores without the ridge (``TRAKer``'s formula).
+
 Prints one JSON object.
 
     python benchmarks/data_attribution.py [--m 32] [--targets 50] [--seeds 3]
@@ -57,7 +60,7 @@ from deepprofile.data_attribution.evaluation import (
 )
 from deepprofile.data_attribution.outputs import MarginOutput
 from deepprofile.data_attribution.store import FeatureStore
-from deepprofile.data_attribution.trak import TrakEnsemble, checkpoint_infos
+from deepprofile.data_attribution.trak import DEFAULT_RIDGE, TrakEnsemble, checkpoint_infos
 from deepprofile.models.registry import register_model, save_checkpoint
 
 EPOCHS, KEEP = 20, (10, 20)
@@ -324,23 +327,27 @@ def cnn_lds(args: argparse.Namespace) -> dict:
         "data": "digits 32x32", "n_train": n, "model": "SmallResNet (demo CNN)",
         "recipe": {k: v for k, v in cfg.to_dict().items() if k != "seed"},
         "checkpoint_epochs": cfg.checkpoint_epochs(), "checkpoints": len(ckpts),
-        "seeds": args.seeds, "proj_dim": args.proj_dim, "targets": len(rows), "m": args.m,
-        "alpha": 0.5, "test_accuracy": [r.test_accuracy for r in runs]}}
+        "seeds": args.seeds, "proj_dim": args.proj_dim, "ridge": args.ridge,
+        "targets": len(rows), "m": args.m, "alpha": 0.5,
+        "test_accuracy": [r.test_accuracy for r in runs]}}
     model = build_model(cfg.arch, num_classes=10, **cfg.arch_kwargs)
     infos = checkpoint_infos(ckpts)
     per_seed = len(runs[0].checkpoints)
 
-    def trak(subset: list) -> np.ndarray:
+    def trak(subset: list, ridge: float) -> np.ndarray:
         ens = TrakEnsemble(model, subset, train_set, FeatureStore(tmp / "f.zarr"),
-                           proj_dim=args.proj_dim, batch_size=32, quiet=True)
+                           proj_dim=args.proj_dim, batch_size=32, quiet=True, ridge=ridge)
         return ens.scores(MarginOutput(), targets)
 
     t = time.perf_counter()
-    scores = {"trak": trak(infos)}
+    scores = {"trak": trak(infos, args.ridge)}
     seconds["trak"] = time.perf_counter() - t
-    if args.seeds > 1:
-        scores["trak_seed0"] = trak(infos[:per_seed])
-    scores["trak_1_checkpoint"] = trak(infos[per_seed - 1:per_seed])
+    for ridge, suffix in ((args.ridge, ""), (0.0, "_ridge0")):
+        if suffix:
+            scores["trak" + suffix] = trak(infos, ridge)
+        if args.seeds > 1:
+            scores["trak_seed0" + suffix] = trak(infos[:per_seed], ridge)
+        scores["trak_1_checkpoint" + suffix] = trak(infos[per_seed - 1:per_seed], ridge)
     if not args.no_tracin:
         t = time.perf_counter()
         with warnings.catch_warnings():
@@ -372,6 +379,9 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3, help="models in the TRAK ensemble")
     parser.add_argument("--proj-dim", type=int, default=512)
+    parser.add_argument("--ridge", type=float, default=DEFAULT_RIDGE,
+                        help="TRAK ridge relative to the mean eigenvalue of X^T X (rows "
+                        "ending in _ridge0 use 0: TRAKer's formula)")
     parser.add_argument("--remove", type=int, default=100)
     parser.add_argument("--removal-seeds", type=int, default=3)
     parser.add_argument("--speed-repeats", type=int, default=3)
@@ -409,18 +419,23 @@ def main() -> None:
     report: dict = {"setting": {
         "data": "digits 8x8", "n_train": n, "model": "MLP 64-32-10", "epochs": EPOCHS,
         "checkpoints": len(ckpts), "seeds": args.seeds, "proj_dim": args.proj_dim,
-        "targets": len(rows), "m": args.m, "alpha": 0.5, "test_accuracy_last_model": acc}}
+        "ridge": args.ridge, "targets": len(rows), "m": args.m, "alpha": 0.5,
+        "test_accuracy_last_model": acc}}
     seconds = {"train_ensemble": time.perf_counter() - t}
     infos = checkpoint_infos(ckpts)
     ens = TrakEnsemble(DigitsMLP(), infos, train, FeatureStore(tmp / "f.zarr"),
-                       proj_dim=args.proj_dim, batch_size=64, quiet=True)
+                       proj_dim=args.proj_dim, batch_size=64, quiet=True, ridge=args.ridge)
     if "lds" in parts:
         t = time.perf_counter()
         trak = ens.scores(MarginOutput(), targets)
         seconds["trak"] = time.perf_counter() - t
-        one_model = TrakEnsemble(DigitsMLP(), infos[-1:], train, FeatureStore(tmp / "f.zarr"),
-                                 proj_dim=args.proj_dim, batch_size=64, quiet=True)
-        trak_single = one_model.scores(MarginOutput(), targets)
+
+        def trak_with(subset: list, ridge: float) -> np.ndarray:
+            return TrakEnsemble(DigitsMLP(), subset, train, FeatureStore(tmp / "f.zarr"),
+                                proj_dim=args.proj_dim, batch_size=64, quiet=True,
+                                ridge=ridge).scores(MarginOutput(), targets)
+
+        trak_single = trak_with(infos[-1:], args.ridge)
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -431,7 +446,9 @@ def main() -> None:
         outputs = subset_outputs(lambda idx, s: train_mlp(train, idx, s), masks,
                                  lambda model: margins(model, targets), seed=100)
         seconds["lds_retrains"] = time.perf_counter() - t
-        scores = {"trak": trak, "trak_1_checkpoint": trak_single, "tracin_cp": tracin,
+        scores = {"trak": trak, "trak_1_checkpoint": trak_single,
+                  "trak_ridge0": trak_with(infos, 0.0),
+                  "trak_1_checkpoint_ridge0": trak_with(infos[-1:], 0.0), "tracin_cp": tracin,
                   "random": random_scores(n, len(rows), seed=7)}
         report["lds"] = {k: lds(v, masks, outputs).lds for k, v in scores.items()}
     seeds = tuple(range(args.removal_seeds))

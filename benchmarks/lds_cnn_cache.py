@@ -94,7 +94,8 @@ def _groups(names_shapes: list[tuple[str, tuple[int, ...]]]) -> dict[str, np.nda
     return {k: np.concatenate(v) for k, v in cols.items()}
 
 
-def stage_features(out: Path, seeds: int, proj_dim: int, train_set, test) -> None:
+def stage_features(out: Path, seeds: int, proj_dim: int, train_set, test,
+                   epochs: set[int] | None = None) -> None:
     both = torch.utils.data.ConcatDataset([train_set, test])
     xs = torch.stack([both[i][0] for i in range(len(both))])
     ys = torch.tensor([int(both[i][1]) for i in range(len(both))])
@@ -104,7 +105,7 @@ def stage_features(out: Path, seeds: int, proj_dim: int, train_set, test) -> Non
     for seed in range(seeds):
         for ckpt in sorted((out / "models" / f"seed{seed}" / "checkpoints").glob("epoch_*.pt")):
             dest = out / "features" / f"seed{seed}_{ckpt.stem}.npz"
-            if dest.exists():
+            if dest.exists() or (epochs and int(ckpt.stem.split("_")[1]) not in epochs):
                 continue
             t = time.perf_counter()
             model.load_state_dict(load_state(ckpt))
@@ -135,6 +136,7 @@ def main() -> None:
     p.add_argument("--proj-dim", type=int, default=2048)
     p.add_argument("--stages", default="models,retrains,features")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--epochs", default="", help="featurise only these epochs (comma list)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,8 @@ def main() -> None:
     if "retrains" in stages:
         stage_retrains(args.out, args.m, args.replicates, train_set, test)
     if "features" in stages:
-        stage_features(args.out, args.seeds, args.proj_dim, train_set, test)
+        epochs = {int(e) for e in args.epochs.split(",") if e}
+        stage_features(args.out, args.seeds, args.proj_dim, train_set, test, epochs)
 
 
 if __name__ == "__main__":

@@ -157,14 +157,30 @@ def main() -> None:
         res["rows"].append(r)
         print(f"{name:55s} bench {r['bench']:+.3f} held {r['held']:+.3f}", flush=True)
 
-    row("tracin", tracin(cache, ckpts))
+    grid = (0.0, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+    row("tracin (same checkpoints)", tracin(cache, ckpts))
     for k in (256, 512, 1024, 2048):
-        for rel in (0.0, 1e-3, 1e-2, 1e-1, 1.0):
+        for rel in grid:
             if k >= N_TRAIN and rel == 0:
                 continue
-            row(f"trak k={k} rel={rel:g}", trak_scores(cache, ckpts, k, rel))
-    for rel in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0):
-        row(f"kernel rel={rel:g}", kernel_scores(cache, ckpts, rel))
+            row(f"trak k={k} ridge={rel:g}", trak_scores(cache, ckpts, k, rel))
+    best = max((r for r in res["rows"] if r["name"].startswith("trak k=512")),
+               key=lambda r: r["held"])
+    print(f"best ridge at k=512 on the held-out split: {best['name']}", flush=True)
+    for rel in (0.0, 1.0):
+        row(f"trak k=512 ridge={rel:g} no Q", trak_scores(cache, ckpts, 512, rel, q="none"))
+        row(f"trak k=512 ridge={rel:g} Q per checkpoint",
+            trak_scores(cache, ckpts, 512, rel, q="per_ckpt"))
+        row(f"trak k=512 ridge={rel:g} unit-weighted checkpoints",
+            trak_scores(cache, ckpts, 512, rel, weighting="unit"))
+        for groups in (("conv", "bn", "fc"), ("conv", "fc"), ("fc",)):
+            row(f"exact kernel ridge={rel:g} params {'+'.join(groups)}",
+                kernel_scores(cache, ckpts, max(rel, 1e-6), groups, weighting="unit"))
+        if args.seeds == 1:
+            for name, eps in (("final checkpoint", [8]), ("all 8 epochs", range(1, 9)),
+                              ("epochs 1-4", range(1, 5))):
+                row(f"trak k=512 ridge={rel:g} {name}",
+                    trak_scores(cache, [(0, e) for e in eps], 512, rel))
     print(json.dumps(res["ceiling"]))
 
 
