@@ -12,7 +12,7 @@ from deepprofile.data import ArrayDataset, load_dataset
 from deepprofile.data_attribution.outputs import ConceptProbeOutput, params_up_to, run_to_layer
 from deepprofile.data_attribution.pipeline import find_checkpoints, run_data_attribution
 from deepprofile.data_attribution.results import DataAttributionResult
-from deepprofile.data_attribution.trak import DataAttributionError
+from deepprofile.data_attribution.trak import DEFAULT_RIDGE, DataAttributionError
 from deepprofile.errors import UnknownConceptError
 from deepprofile.rundir import RunDir
 
@@ -29,6 +29,7 @@ def test_predictions_and_concept(digits_run):
     back = DataAttributionResult.from_dict(RunDir(run).read_result("data_attribution"))
     assert back.to_dict() == DataAttributionResult.from_dict(res.to_dict()).to_dict()
     assert len(res.checkpoints) == 2 and res.proj_dim == 64 and res.seeds == (0,)
+    assert res.ridge == back.ridge == DEFAULT_RIDGE and res.lambda_reg == 0.0
     assert all(len(c["sha256"]) == 16 for c in res.checkpoints)
     scores = np.load(run / res.scores_files["predictions"])
     assert scores.shape == (1257, 6) and np.isfinite(scores).all()
