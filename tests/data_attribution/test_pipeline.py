@@ -160,3 +160,11 @@ def test_out_of_range_options_are_one_line_and_write_nothing(digits_run, args):
     assert res.exit_code == 2, res.output
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
     assert _snapshot(run) == before
+
+
+def test_cli_ridge_default_is_the_engines():
+    """The CLI spells the default ridge as a literal (no torch import at startup)."""
+    import inspect
+
+    cmd = next(c for c in app.registered_commands if c.name == "data-attribution")
+    assert inspect.signature(cmd.callback).parameters["ridge"].default == DEFAULT_RIDGE
