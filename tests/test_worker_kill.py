@@ -5,9 +5,10 @@ results of one process (issue 17).
 The kill-once hook (``DEEPPROFILE_TEST_KILL_ONCE``, :mod:`deepprofile.testhooks`) makes the
 first worker to start a task die; the scheduler reschedules the lost task
 (``distributed.scheduler.allowed-failures``, default 3, counts such deaths per task) on the
-other worker, and the nanny starts a fresh worker process in place of the dead one. The
-points (``capture-task``, ``layer-task``) are reached only inside worker tasks, never by
-this process. Slow: the worker processes import torch (10-25 s per test on 2 busy cores).
+other worker (the nanny also starts a new worker process, which the tests do not wait for).
+The points (``capture-task``, ``layer-task``) are reached only inside worker tasks, never by
+this process, so the one-process references run with the variable set. Slow: each test
+starts its own worker processes, which import torch (15-25 s per test on 2 busy cores).
 """
 
 from __future__ import annotations
@@ -46,35 +47,29 @@ def _stable(obj: Any) -> Any:
 
 @dataclass
 class Killer:
-    """A two-worker-process cluster whose workers carry the kill-once hook."""
+    """A fresh two-worker-process cluster whose workers carry the kill-once hook."""
 
     client: Any
     address: str
     marker: Path
-    armed_pids: frozenset = frozenset()
-
-    def arm(self) -> None:
-        """Two workers up, then the next task to reach a kill point kills its worker."""
-        self.client.wait_for_workers(2, timeout=120)
-        self.armed_pids = frozenset(self.client.run(os.getpid).values())
-        self.marker.unlink()
+    pids: frozenset
 
     def assert_one_worker_died(self) -> None:
+        """The marker names one of the two first workers, and that one is gone."""
         assert self.marker.exists(), "no worker reached the kill point"
-        assert int(self.marker.read_text()) in self.armed_pids
-        # the nanny replaces the dead worker with a new process
-        self.client.wait_for_workers(2, timeout=120)
-        now = set(self.client.run(os.getpid).values())
-        assert len(now - self.armed_pids) == 1 and int(self.marker.read_text()) not in now
+        dead = int(self.marker.read_text())
+        assert dead in self.pids
+        assert dead not in set(self.client.run(os.getpid).values())
 
 
-@pytest.fixture(scope="module")
-def killer(tmp_path_factory) -> Killer:
+@pytest.fixture
+def killer(tmp_path) -> Killer:
+    """One cluster per test, so no test waits on the restart of another's dead worker (the
+    nanny restarts it, but on 2 busy cores that once took over 2 minutes)."""
     import dask
 
     assert dask.config.get("distributed.scheduler.allowed-failures") >= 1  # default 3
-    marker = tmp_path_factory.mktemp("kill") / "killed"
-    marker.write_text("disarmed")  # present: nobody dies until arm() deletes it
+    marker = tmp_path / "killed"
     patch = pytest.MonkeyPatch()
     patch.setenv(ENV_ONCE, f"capture-task,layer-task:{marker}")  # inherited by the workers
     patch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -82,7 +77,9 @@ def killer(tmp_path_factory) -> Killer:
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                       dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:
-            yield Killer(client, cluster.scheduler_address, marker)
+            client.wait_for_workers(2, timeout=120)
+            pids = frozenset(client.run(os.getpid).values())
+            yield Killer(client, cluster.scheduler_address, marker, pids)
     finally:
         patch.undo()
 
@@ -119,7 +116,6 @@ def test_capture_survives_a_killed_worker(tmp_path, killer) -> None:
     ref = capture_to_store(loaded, data, ["layer1", "layer3"], tmp_path / "ref.zarr",
                            reductions=reds, batch_size=8, chunk_size=16, quiet=True,
                            model_info=info.to_dict())
-    killer.arm()
     got = capture_distributed(ckpt, data.spec(), ["layer1", "layer3"], tmp_path / "d.zarr",
                               reductions=reds, client=killer.client, batch_size=8,
                               chunk_size=16, chunks_per_task=2)
@@ -137,7 +133,6 @@ def test_topology_survives_a_killed_worker(run, killer) -> None:
     params = dict(n_points=40, quiet=True, metrics=("bottleneck",), cka=("linear",),
                   sensitivity_k=(0, 1), write=False)
     ref = run_topology(run, **params).to_dict()
-    killer.arm()
     got = run_topology(run, scheduler=killer.address, **params).to_dict()
     killer.assert_one_worker_died()
     assert _stable(got) == _stable(ref)
@@ -149,7 +144,6 @@ def test_mapper_survives_a_killed_worker(run, killer) -> None:
     params = dict(layers=["layer2", "layer3"], quiet=True, intervals=8, thumbnails=False,
                   merge=False)
     ref = run_mapper(run, **params).to_dict()
-    killer.arm()
     got = run_mapper(run, scheduler=killer.address, **params).to_dict()
     killer.assert_one_worker_died()
     assert _stable(got) == _stable(ref)
@@ -161,7 +155,6 @@ def test_spectral_survives_a_killed_worker(run, model, killer) -> None:
     store = ActivationStore.open(run / "flat.zarr")
     params = dict(layers=["layer2.branch.3"], seed=1, quiet=True, store=store)
     ref = run_spectral(model, None, **params).to_dict()
-    killer.arm()
     got = run_spectral(model, None, scheduler=killer.address, **params).to_dict()
     killer.assert_one_worker_died()
     assert got["projections"] and got["random_init"]
