@@ -7,12 +7,12 @@ at any of these points ends byte-identical to an uninterrupted run.
 
 ``DEEPPROFILE_TEST_KILL_ONCE=<point>[,<point>...]:<marker file>``: the first process (of
 all that inherit the variable, e.g. the worker processes of a Dask ``LocalCluster`` started
-after it was set) to reach one of the points creates the marker file (``O_CREAT | O_EXCL``, so only one
-process can) and kills itself; every later arrival, in any process, carries on. The
-worker-kill tests use it to show that Dask retries the lost task on another worker and
-the run ends identical to one process. The marker holds the killed process's id; deleting
-it arms the hook again. Never use it with in-process (``processes=False``) workers, nor
-with a point the calling process reaches itself: it would kill the caller.
+after it was set) to reach one of the points creates the marker file (``O_CREAT | O_EXCL``,
+so only one process can) and kills itself; every later arrival, in any process, carries
+on. The worker-kill tests use it to show that Dask retries the lost task on another worker
+and the run ends identical to one process. The marker holds the killed process's id;
+deleting it arms the hook again. Never use it with in-process (``processes=False``)
+workers, nor with a point the calling process reaches itself: it would kill the caller.
 
 Points: ``store-created`` (temporary store folder made, metadata not yet written),
 ``store-metadata`` (metadata written, store not yet renamed into place),

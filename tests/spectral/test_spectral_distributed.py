@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import typer
@@ -85,3 +86,39 @@ def test_cli_spectral_with_scheduler(tmp_path, address):
     assert (tmp_path / "two.json").read_text() == (tmp_path / "one.json").read_text()
     res = runner.invoke(app, args + [str(tmp_path / "x.json"), "--scheduler", "local:none"])
     assert res.exit_code == 2 and "local:N" in res.output
+
+
+def test_one_blas_thread_limits_the_main_thread_and_leaves_threads_alone() -> None:
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from deepprofile.spectral.conv_svd import gram_eigenvalues, one_blas_thread
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    blocks = np.random.default_rng(0).normal(size=(1, 40, 90))
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine
+        before = blas_threads()
+        with one_blas_thread():
+            assert set(blas_threads()) == {1}
+        assert blas_threads() == before
+        seen: list[list[int]] = []
+
+        def task() -> None:
+            with one_blas_thread():
+                seen.append(blas_threads())
+            gram_eigenvalues(blocks)
+
+        threads = [threading.Thread(target=task) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == [before, before] and blas_threads() == before  # nothing leaked
+        # the main thread's eigenvalues equal a one-thread computation bit for bit
+        with threadpool_limits(limits=1, user_api="blas"):
+            tb = np.swapaxes(blocks, 1, 2)
+            single = np.clip(np.linalg.eigvalsh(blocks @ tb), 0.0, None).reshape(-1)
+        np.testing.assert_array_equal(gram_eigenvalues(blocks), single)
