@@ -137,13 +137,18 @@ def _capture_distributed(distributed: Any, checkpoint: str | Path,
                          load_options: dict[str, Any], model: Any,
                          model_info: Mapping[str, Any] | None,
                          dataset: Any) -> ActivationStore:
+    import torch
+
     from deepprofile.capture.runner import prepare_store
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
 
+    probe_device: Any = "cpu"  # where the one probe forward pass runs (workers may have GPUs)
     if model is None:
         model, info = load_model(checkpoint, device="cpu", **load_options)
         model_info = info.to_dict() if model_info is None else model_info
+    else:  # the caller's copy stays where it is
+        probe_device = next(iter(model.parameters()), torch.empty(0)).device
     if dataset is None:
         dataset = dataset_from_spec(dict(dataset_spec))
     # workers may run elsewhere (another working directory): absolute paths only
@@ -152,7 +157,7 @@ def _capture_distributed(distributed: Any, checkpoint: str | Path,
         model, dataset, layers, Path(path).resolve(), reductions=reductions,
         batch_size=batch_size, chunk_size=chunk_size,
         indices=None if indices is None else list(indices), seed=seed,
-        model_info=model_info, overwrite=overwrite,
+        model_info=model_info, overwrite=overwrite, device=probe_device,
     )
     pending = store.pending_chunks()
     if pending:

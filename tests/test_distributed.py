@@ -100,3 +100,5 @@ def test_capture_cli_with_scheduler_equals_one_process(tmp_path):
                               str(tmp_path / "rand"), "--scheduler", "local:1", "-q"])
     assert res.exit_code == 2 and "checkpoint file" in res.output, res.output
     assert "Traceback" not in res.output
+    res = runner.invoke(app, args + ["--out", str(tmp_path / "bad"), "--scheduler", "local:0"])
+    assert res.exit_code == 2 and "local:N" in res.output and not (tmp_path / "bad").exists()
