@@ -8,7 +8,7 @@ import torch
 
 from deepprofile.capture import ActivationStore, capture_to_store
 from deepprofile.data import ShapesDataset
-from deepprofile.models import SmallResNet, save_checkpoint
+from deepprofile.models import SmallResNet, load_model, save_checkpoint
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -102,3 +102,37 @@ def test_capture_cli_with_scheduler_equals_one_process(tmp_path):
     assert "Traceback" not in res.output
     res = runner.invoke(app, args + ["--out", str(tmp_path / "bad"), "--scheduler", "local:0"])
     assert res.exit_code == 2 and "local:N" in res.output and not (tmp_path / "bad").exists()
+
+
+def test_distributed_capture_resumes_a_partial_store(tmp_path, monkeypatch):
+    """A store left half-filled (a killed job) is finished by sending only its pending chunks."""
+    import deepprofile.distributed as dd
+    from deepprofile.capture.runner import fill_chunks, prepare_store
+
+    torch.manual_seed(0)
+    model = SmallResNet(num_classes=4, in_channels=3, widths=(4, 8, 8))
+    ckpt = save_checkpoint(tmp_path / "m.pt", model, "small_resnet",
+                           {"in_channels": 3, "widths": (4, 8, 8)})
+    loaded, info = load_model(ckpt)  # as the workers load it, so the configurations agree
+    data = ShapesDataset(n=70, seed=3)
+    kwargs = dict(reductions="mean", batch_size=8, chunk_size=16, model_info=info.to_dict())
+    ref = capture_to_store(loaded, data, ["layer2"], tmp_path / "ref.zarr", quiet=True, **kwargs)
+    store, rows = prepare_store(loaded, data, ["layer2"], tmp_path / "d.zarr", **kwargs)
+    fill_chunks(loaded, data, store, rows, [0, 3], batch_size=8)  # then "killed"
+    real, log = dd._fill_task, tmp_path / "sent"
+    log.mkdir()
+
+    def recording(*args, **kw):  # tasks may be pickled: record in files, not a list
+        (log / "-".join(map(str, args[4]))).touch()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(dd, "_fill_task", recording)
+    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1,
+                            dashboard_address=None) as client:
+        got = dd.capture_distributed(ckpt, data.spec(), ["layer2"], tmp_path / "d.zarr",
+                                     reductions="mean", client=client, batch_size=8,
+                                     chunk_size=16)
+    assert sorted(p.name for p in log.iterdir()) == ["1", "2", "4"]
+    for key in ref.array_keys():
+        np.testing.assert_array_equal(got._group[key][...], ref._group[key][...])
+    assert got.metadata["fingerprint"] == ref.metadata["fingerprint"]
