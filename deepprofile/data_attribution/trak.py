@@ -18,7 +18,7 @@ the scores. What this module adds around them:
   eigenvalue). traker's own ``lambda_reg`` is an absolute number, which means nothing
   across models and projection sizes (the kernel's scale follows the gradients'). With
   ``ridge = 0`` (and ``lambda_reg = 0``) the scores are ``TRAKer``'s exactly. The default
-  ``ridge = 1`` (:data:`DEFAULT_RIDGE`) lifted the demo CNN's LDS from 0.11 to 0.30; see
+  ``ridge = 1`` (:data:`DEFAULT_RIDGE`) lifted the demo CNN's LDS from about 0.1 to 0.3; see
   docs/data_attribution.md for the sweep and how the value was chosen;
 - the checks traker does not make: ``proj_dim >= n_train`` (a singular kernel
   that makes every score about 0) is an error unless a ridge term is set.
