@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +127,24 @@ def run_data_attribution(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     quiet: bool = False,
+    scheduler: str | Any = None,
 ) -> DataAttributionResult:
     """TRAK scores for ``targets`` (``predictions`` and/or ``concept:NAME``) of a run.
 
-    ``proj_dim`` defaults to ``min(512, n_train // 2)``.
+    ``proj_dim`` defaults to ``min(512, n_train // 2)``. With ``scheduler``
+    (``local:N``, ``tcp://HOST:PORT`` or a ``dask.distributed.Client``) the training
+    features are computed as Dask tasks, one per checkpoint and range of training
+    samples (:mod:`deepprofile.data_attribution.distributed`); scoring runs here.
     """
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
-    from deepprofile.provenance import now_iso, package_versions
     from deepprofile.validate import check_options
 
     check_options("data_attribution", locals())  # one-line error before any work
+    if isinstance(scheduler, str):
+        from deepprofile.distributed import parse_scheduler
+
+        parse_scheduler(scheduler)
 
     t0 = time.perf_counter()
     run = RunDir(run_dir)
@@ -192,6 +200,45 @@ def run_data_attribution(
                 concept_jobs.append((name, probe, cset.mask(name)))
 
     # -- nothing written before this line -------------------------------------------------
+    with ExitStack() as stack:
+        client = _client(stack, scheduler)
+        return _attribute(
+            run, overview, infos, model, info, train_set, test_set, kinds,
+            concept_jobs, rows_all, preds_all, notes, t0, client, proj_dim=proj_dim,
+            projector_seed=projector_seed, lambda_reg=lambda_reg, n_targets=n_targets, k=k,
+            batch_size=batch_size, device=device, quiet=quiet)
+
+
+def _client(stack: ExitStack, scheduler: str | Any) -> Any:
+    """The Dask client for ``scheduler`` (``None``: run here; a client object is used as is)."""
+    if scheduler is None or not isinstance(scheduler, str):
+        return scheduler
+    from deepprofile.distributed import client_for
+
+    return stack.enter_context(client_for(scheduler))
+
+
+def _featurize(ens: TrakEnsemble, client: Any, scope: Sequence[str] | None = None,
+               scope_name: str = "all") -> None:
+    """Fill the feature store on the cluster (one process: ``ens.scores`` does it)."""
+    if client is not None:
+        from deepprofile.data_attribution.distributed import featurize_distributed
+
+        featurize_distributed(ens, client, scope, scope_name)
+
+
+def _attribute(run: RunDir, overview: dict[str, Any], infos: list[Any],
+               model: Any, info: Any, train_set: Dataset, test_set: Dataset,
+               kinds: list[str], concept_jobs: list[Any], rows_all: np.ndarray,
+               preds_all: np.ndarray, notes: list[str], t0: float, client: Any, *,
+               proj_dim: int, projector_seed: int, lambda_reg: float, n_targets: int, k: int,
+               batch_size: int, device: str | torch.device, quiet: bool
+               ) -> DataAttributionResult:
+    """Everything of :func:`run_data_attribution` after the checks: features (on the
+    cluster when ``client`` is given), scores, rankings, thumbnails and the result."""
+    from deepprofile.provenance import now_iso, package_versions
+
+    n_train = len(train_set)  # type: ignore[arg-type]
     ens = TrakEnsemble(model, infos, train_set, FeatureStore(run.path / STORE_NAME),
                        proj_dim=proj_dim, projector_seed=projector_seed, lambda_reg=lambda_reg,
                        batch_size=batch_size, device=device, quiet=quiet)
@@ -205,6 +252,7 @@ def run_data_attribution(
     if "predictions" in kinds:
         rows = _spread(len(rows_all), n_targets)
         targets_ds = Subset(test_set, rows_all[rows].tolist())
+        _featurize(ens, client)
         scores = ens.scores(MarginOutput(), targets_ds)
         classes = sorted(set(preds_all[rows].tolist()))
         groups = np.stack([(preds_all[rows] == c) / max(1, (preds_all[rows] == c).sum())
@@ -246,6 +294,7 @@ def run_data_attribution(
             pos = np.arange(len(rows_all))
         pos = pos[_spread(len(pos), n_targets)]
         scope = params_up_to(ens.model, probe.layer, train_set[0][0].unsqueeze(0))
+        _featurize(concept_ens, client, scope, f"upto-{probe.layer}")
         scores = concept_ens.scores(ConceptProbeOutput.from_probe(probe),
                             Subset(test_set, rows_all[pos].tolist()), scope=scope,
                             scope_name=f"upto-{probe.layer}",
