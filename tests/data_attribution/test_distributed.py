@@ -59,3 +59,46 @@ def test_two_workers_equal_one_process_bitwise(tiny_setup, tmp_path, address):
     finally:
         featurize.featurize_chunks = original
     np.testing.assert_array_equal(got, expected)
+
+
+def test_resume_after_the_whole_job_is_killed(tiny_setup, tmp_path, address, monkeypatch):
+    """SIGKILL the job (its Dask cluster in the same process) when the first chunk is
+    committed; the rerun computes exactly the chunks left pending, and the features and
+    scores equal an uninterrupted one-process run bit for bit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import deepprofile
+    from deepprofile.data_attribution.distributed import featurize_distributed
+
+    root = str(Path(deepprofile.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "DEEPPROFILE_TEST_KILL_AT": "trak-chunk-committed"}
+    worker = Path(__file__).with_name("kill_trak_worker.py")
+    proc = subprocess.run([sys.executable, str(worker), str(tiny_setup["checkpoints"][0].parent),
+                           str(tmp_path / "job")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    ens = _ensemble(tiny_setup, tmp_path / "job", chunk_size=20)
+    pending = {(c.model_id, i) for c in ens.checkpoints
+               for i in ens.feature_array(c, None).pending_chunks()}
+    assert 0 < len(pending) < 12  # 2 checkpoints x 6 chunks, at least one committed
+
+    computed: list[tuple[int, int]] = []
+    original = featurize.featurize_chunks
+
+    def counting(gc, projector, train_set, feats, chunk_ids, **kw):
+        computed.extend((kw["model_id"], c) for c in chunk_ids)
+        return original(gc, projector, train_set, feats, chunk_ids, **kw)
+
+    monkeypatch.setattr(featurize, "featurize_chunks", counting)
+    with distributed.Client(address) as client:
+        assert set(featurize_distributed(ens, client)) == pending
+    assert sorted(computed) == sorted(pending)
+    monkeypatch.setattr(featurize, "featurize_chunks", original)
+    clean = _ensemble(tiny_setup, tmp_path / "clean", chunk_size=20)
+    expected = clean.scores(MarginOutput(), tiny_setup["test"])
+    assert _arrays(ens) == _arrays(clean)
+    np.testing.assert_array_equal(ens.scores(MarginOutput(), tiny_setup["test"]), expected)
