@@ -102,3 +102,66 @@ def test_resume_after_the_whole_job_is_killed(tiny_setup, tmp_path, address, mon
     expected = clean.scores(MarginOutput(), tiny_setup["test"])
     assert _arrays(ens) == _arrays(clean)
     np.testing.assert_array_equal(ens.scores(MarginOutput(), tiny_setup["test"]), expected)
+
+
+def _copy_run(run, dest):
+    import shutil
+
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("data_attribution*"))
+    return dest
+
+
+def _small_train():
+    from deepprofile.data import ArrayDataset, load_dataset
+
+    digits = load_dataset("digits", split="train")
+    return ArrayDataset(digits.images[:200], digits.targets[:200], name="digits200")
+
+
+def test_pipeline_with_scheduler_equals_one_process(digits_run, tmp_path, address):
+    from deepprofile.data_attribution.pipeline import run_data_attribution
+
+    kw = {"targets": ["predictions"], "proj_dim": 32, "n_targets": 4, "k": 3, "quiet": True,
+          "batch_size": 32}
+    one = _copy_run(digits_run["run"], tmp_path / "one")
+    dask = _copy_run(digits_run["run"], tmp_path / "dask")
+    a = run_data_attribution(one, train_set=_small_train(), **kw)
+    b = run_data_attribution(dask, train_set=_small_train(), scheduler=address, **kw)
+    np.testing.assert_array_equal(np.load(dask / b.scores_files["predictions"]),
+                                  np.load(one / a.scores_files["predictions"]))
+    assert [t.helpful for t in b.targets] == [t.helpful for t in a.targets]
+
+
+def test_cli_refuses_a_bad_scheduler_before_any_work(digits_run):
+    from typer.testing import CliRunner
+
+    from deepprofile.cli import app
+
+    res = CliRunner().invoke(app, ["data-attribution", str(digits_run["run"]),
+                                   "--scheduler", "local:0"])
+    assert res.exit_code == 2 and "worker count" in res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_local_worker_processes_equal_one_process(digits_run, tmp_path, monkeypatch,
+                                                 one_torch_thread):
+    """``local:2``: two worker processes rebuild the digits training set from its spec and
+    load the checkpoints themselves; the scores equal those of one process on as many torch
+    threads as each task (1) bit for bit (torch's kernels sum in an order that depends on
+    the thread count: with 2 threads here the features differ by float32 rounding)."""
+    from pathlib import Path
+
+    from deepprofile.data_attribution.pipeline import run_data_attribution
+
+    # the model's class lives in this folder's conftest (imported as data_attribution.conftest):
+    # worker processes, which start with this process's sys.path, must be able to import it
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+
+    kw = {"targets": ["predictions"], "proj_dim": 32, "n_targets": 4, "k": 3, "quiet": True}
+    one = _copy_run(digits_run["run"], tmp_path / "one")
+    dask = _copy_run(digits_run["run"], tmp_path / "dask")
+    a = run_data_attribution(one, **kw)
+    b = run_data_attribution(dask, scheduler="local:2", **kw)
+    np.testing.assert_array_equal(np.load(dask / b.scores_files["predictions"]),
+                                  np.load(one / a.scores_files["predictions"]))
