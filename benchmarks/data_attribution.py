@@ -43,6 +43,7 @@ import resource
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -394,6 +395,25 @@ def cnn_lds(args: argparse.Namespace) -> dict:
     return report
 
 
+@contextmanager
+def _two_pass_q():
+    """Ablation: deepprofile's featurisation with ``Q`` from a second, batched forward pass
+    (``compute_loss_grad``, as ``TRAKer.featurize`` does) instead of the per-sample one."""
+    from deepprofile.data_attribution import featurize
+
+    original = featurize.margin_features
+
+    def two_pass(gc, projector, batch, model_id, n_params):
+        grads, _ = original(gc, projector, batch, model_id, n_params)
+        return grads, gc.compute_loss_grad(batch).reshape(-1).detach()
+
+    featurize.margin_features = two_pass
+    try:
+        yield
+    finally:
+        featurize.margin_features = original
+
+
 def speed_part(args: argparse.Namespace) -> dict:
     """Featurisation speed and peak memory of the demo CNN against traker used directly."""
     from deepprofile.models import build_model
@@ -405,6 +425,10 @@ def speed_part(args: argparse.Namespace) -> dict:
     speed: dict = {"setting": f"SmallResNet (random init), digits 32x32, batch 32, CPU, "
                               f"{torch.get_num_threads()} torch threads"}
     speed["paired"] = paired_speed(cnn, 64, args.speed_images, args.speed_rounds)
+    if args.speed_two_pass:
+        with _two_pass_q():
+            speed["paired_two_pass_q"] = paired_speed(cnn, 64, args.speed_images,
+                                                      args.speed_rounds)
     if args.speed_repeats > 0:
         speed["separate_processes"] = featurise_speed(cnn, 64, args.speed_images,
                                                       args.speed_repeats)
@@ -425,6 +449,8 @@ def main() -> None:
                         help="alternating rounds of the paired in-process speed test")
     parser.add_argument("--parts", default="lds,removal,concept_removal,speed",
                         help="comma-separated parts to run")
+    parser.add_argument("--speed-two-pass", action="store_true",
+                        help="speed: also time ours with traker's second forward pass for Q")
     parser.add_argument("--speed-images", type=int, default=256,
                         help="training images featurised by the demo CNN in the speed test")
     parser.add_argument("--model", choices=("mlp", "small_resnet"), default="mlp",
