@@ -132,15 +132,31 @@ def test_pipeline_with_scheduler_equals_one_process(digits_run, tmp_path, addres
     assert [t.helpful for t in b.targets] == [t.helpful for t in a.targets]
 
 
-def test_cli_refuses_a_bad_scheduler_before_any_work(digits_run):
+def test_cli_scheduler_option(digits_run, tmp_path, address, monkeypatch):
+    """A bad value is refused while parsing (exit 2, one line); a good one reaches the run."""
     from typer.testing import CliRunner
 
     from deepprofile.cli import app
+    from deepprofile.data_attribution import pipeline
 
     res = CliRunner().invoke(app, ["data-attribution", str(digits_run["run"]),
                                    "--scheduler", "local:0"])
     assert res.exit_code == 2 and "worker count" in res.output
     assert "Traceback" not in res.output
+    seen = {}
+    original = pipeline.run_data_attribution
+
+    def spy(*args, **kw):
+        seen.update(kw)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "run_data_attribution", spy)
+    run = _copy_run(digits_run["run"], tmp_path / "cli")
+    res = CliRunner().invoke(app, ["data-attribution", str(run), "--scheduler", address,
+                                   "--proj-dim", "16", "--n-targets", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    assert seen["scheduler"] == address
+    assert (run / "results" / "data_attribution.json").exists()
 
 
 @pytest.mark.slow
