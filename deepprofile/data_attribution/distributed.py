@@ -52,7 +52,7 @@ def dataset_payload(dataset: Dataset, client: Any) -> Any:
     if isinstance(spec, dict) and spec.get("name") in _REBUILDABLE \
             and int(spec.get("n", len(dataset))) == len(dataset):  # type: ignore[arg-type]
         return {"spec": dict(spec)}
-    return {"dataset": client.scatter(dataset, broadcast=True)}
+    return {"dataset": client.scatter(dataset, broadcast=True, hash=False)}
 
 
 def _dataset(payload: dict[str, Any]) -> Dataset:
@@ -124,7 +124,7 @@ def featurize_distributed(ens: TrakEnsemble, client: Any, scope: Sequence[str] |
                  for i in range(0, len(pending), chunks_per_task)]
     if not jobs:
         return []
-    model = client.scatter(ens.model, broadcast=True)
+    model = client.scatter(ens.model, broadcast=True, hash=False)
     data = dataset_payload(ens.train_set, client)
     store = str(ens.store.path.resolve())
     futures = {
