@@ -424,14 +424,15 @@ def speed_part(args: argparse.Namespace) -> dict:
                     "small_resnet", {"in_channels": 1}, num_classes=10)
     speed: dict = {"setting": f"SmallResNet (random init), digits 32x32, batch 32, CPU, "
                               f"{torch.get_num_threads()} torch threads"}
-    speed["paired"] = paired_speed(cnn, 64, args.speed_images, args.speed_rounds)
+    speed["paired"] = paired_speed(cnn, args.speed_proj_dim, args.speed_images,
+                                   args.speed_rounds)
     if args.speed_two_pass:
         with _two_pass_q():
-            speed["paired_two_pass_q"] = paired_speed(cnn, 64, args.speed_images,
-                                                      args.speed_rounds)
+            speed["paired_two_pass_q"] = paired_speed(cnn, args.speed_proj_dim,
+                                                      args.speed_images, args.speed_rounds)
     if args.speed_repeats > 0:
-        speed["separate_processes"] = featurise_speed(cnn, 64, args.speed_images,
-                                                      args.speed_repeats)
+        speed["separate_processes"] = featurise_speed(cnn, args.speed_proj_dim,
+                                                      args.speed_images, args.speed_repeats)
     return speed
 
 
@@ -449,6 +450,9 @@ def main() -> None:
                         help="alternating rounds of the paired in-process speed test")
     parser.add_argument("--parts", default="lds,removal,concept_removal,speed",
                         help="comma-separated parts to run")
+    parser.add_argument("--speed-proj-dim", type=int, default=64,
+                        help="speed: projection dimension (below --speed-images; <= 100 "
+                        "keeps traker's default projector to one block, like ours)")
     parser.add_argument("--speed-two-pass", action="store_true",
                         help="speed: also time ours with traker's second forward pass for Q")
     parser.add_argument("--speed-images", type=int, default=256,
