@@ -20,14 +20,14 @@ The store must be on a file system every worker sees at the same path.
 
 from __future__ import annotations
 
-import copy
 import os
+import pickle
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import cloudpickle
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from deepprofile.data_attribution.outputs import MarginOutput
@@ -63,16 +63,19 @@ def _dataset(payload: dict[str, Any]) -> Dataset:
     return payload["dataset"]
 
 
-def featurise_task(model: nn.Module, data: dict[str, Any], ckpt: CheckpointInfo,
+def featurise_task(model: bytes, data: dict[str, Any], ckpt: CheckpointInfo,
                    store_path: str, key: str, chunk_ids: list[int],
                    scope: list[str] | None, proj_dim: int, projector_seed: int,
                    batch_size: int, device: str, threads: int,
-                   caller_pid: int | None = None) -> list[int]:
+                   caller_pid: int | None = None, budget: int | None = None) -> list[int]:
     """Featurise ``chunk_ids`` of feature array ``key`` for one checkpoint (a Dask task).
 
-    ``model`` gives the architecture (a private copy gets the checkpoint's weights, read
-    from ``ckpt.path`` here). Chunks flagged done meanwhile (a retried task) are skipped.
-    Returns the chunks computed.
+    ``model`` (the architecture, pickled: Dask's own serialisation of an ``nn.Module``
+    rebuilds its hook tables as plain dicts, on which torch cannot register hooks) is
+    unpickled into a private copy that gets the checkpoint's weights, read from
+    ``ckpt.path`` here. Chunks flagged done meanwhile (a retried task) are skipped.
+    ``budget``: the caller's memory budget in bytes (a context setting does not travel to
+    workers). Returns the chunks computed.
     """
     from deepprofile.data_attribution.featurize import featurize_chunks
 
@@ -88,7 +91,7 @@ def featurise_task(model: nn.Module, data: dict[str, Any], ckpt: CheckpointInfo,
         if not todo:
             return []
         dev = torch.device(device)
-        net = copy.deepcopy(model).eval()
+        net = pickle.loads(model).eval()
         net.load_state_dict(load_state(ckpt.path))
         for p in net.parameters():
             p.requires_grad_(True)
@@ -96,7 +99,8 @@ def featurise_task(model: nn.Module, data: dict[str, Any], ckpt: CheckpointInfo,
         gc = ScopedGradientComputer(net, MarginOutput(), scope, dev)
         projector = make_projector(gc.n_params, proj_dim, projector_seed, ckpt.model_id, dev)
         featurize_chunks(gc, projector, _dataset(data), feats, todo, model_id=ckpt.model_id,
-                         n_params=gc.n_params, batch_size=batch_size, device=dev)
+                         n_params=gc.n_params, batch_size=batch_size, device=dev,
+                         budget=budget)
         return todo
     finally:
         if own_process:
@@ -113,6 +117,7 @@ def featurize_distributed(ens: TrakEnsemble, client: Any, scope: Sequence[str] |
     """
     from dask import distributed
 
+    from deepprofile.attribution.memory import current_budget
     from deepprofile.progress import progress_bar
 
     jobs = []
@@ -124,15 +129,17 @@ def featurize_distributed(ens: TrakEnsemble, client: Any, scope: Sequence[str] |
                  for i in range(0, len(pending), chunks_per_task)]
     if not jobs:
         return []
-    model = client.scatter(ens.model, broadcast=True, hash=False)
+    budget = current_budget()  # a context setting: passed to the workers explicitly
+    model = client.scatter(cloudpickle.dumps(ens.model), broadcast=True, hash=False)
     data = dataset_payload(ens.train_set, client)
     store = str(ens.store.path.resolve())
     futures = {
         client.submit(featurise_task, model, data, ckpt, store, key, group,
                       None if scope is None else list(scope), ens.proj_dim,
                       ens.projector_seed, ens.batch_size, str(ens.device), threads_per_task,
-                      os.getpid(), key=f"trak-features-{ckpt.model_id}-{group[0]}-"
-                      f"{uuid.uuid4().hex}", pure=False): ckpt.model_id
+                      os.getpid(), budget,
+                      key=f"trak-features-{ckpt.model_id}-{group[0]}-{uuid.uuid4().hex}",
+                      pure=False): ckpt.model_id
         for ckpt, key, group in jobs}
     done: list[tuple[int, int]] = []
     with progress_bar(ens.quiet) as bar:

@@ -51,14 +51,44 @@ def _margin_and_q(model: nn.Module, weights: dict[str, Tensor], buffers: dict[st
     return margin, q
 
 
+#: float32 copies of the differentiated parameters one sample holds in the per-sample
+#: gradient pass (vmap's gradient dict, traker's vectorised copy, temporaries); measured
+#: 2.2-2.4 on resnet18 at 32 and 128 px (docs/data_attribution.md), rounded up.
+GRAD_COPIES = 3.0
+
+
+def samples_per_pass(model: nn.Module, example: Tensor, n_params: int,
+                     projector: AbstractProjector, budget: int | None) -> int | None:
+    """Samples one per-sample-gradient pass may hold under ``budget`` bytes (``None``:
+    unbounded): ``GRAD_COPIES x 4 x n_params`` plus the activations of a forward-backward
+    (:func:`deepprofile.attribution.memory.per_sample_bytes`) per sample, after the
+    projector's matrix block."""
+    if budget is None:
+        return None
+    from deepprofile.attribution.memory import BACKWARD_FACTOR, per_sample_bytes
+
+    matrix = getattr(projector, "proj_matrix", None)
+    fixed = matrix.numel() * matrix.element_size() if isinstance(matrix, Tensor) else 0
+    per = int(GRAD_COPIES * 4 * n_params) + per_sample_bytes(model, example, BACKWARD_FACTOR)
+    return max(1, (budget - fixed) // per)
+
+
 def margin_features(gc: object, projector: AbstractProjector, batch: tuple[Tensor, Tensor],
-                    model_id: int, n_params: int) -> tuple[Tensor, Tensor]:
+                    model_id: int, n_params: int,
+                    max_samples: int | None = None) -> tuple[Tensor, Tensor]:
     """Projected per-sample margin gradients divided by ``sqrt(n_params)`` (traker's
-    ``normalize_factor``) and the out-to-loss terms ``Q`` of one batch.
+    ``normalize_factor``) and the out-to-loss terms ``Q`` of one batch, in passes of at
+    most ``max_samples`` samples (the memory bound; ``None``: the whole batch at once).
 
     ``gc`` is a traker ``FunctionalGradientComputer`` (its model, weights and buffers are
     used; only the weights it holds are differentiated).
     """
+    if max_samples is not None and len(batch[0]) > max_samples:
+        parts = [margin_features(gc, projector, (batch[0][i:i + max_samples],
+                                                 batch[1][i:i + max_samples]),
+                                 model_id, n_params)
+                 for i in range(0, len(batch[0]), max_samples)]
+        return torch.cat([g for g, _ in parts]), torch.cat([q for _, q in parts])
     grad_fn = torch.func.grad(_margin_and_q, argnums=1, has_aux=True)
     grads, q = torch.func.vmap(grad_fn, in_dims=(None, None, None, 0, 0),
                                randomness="different")(
@@ -71,14 +101,23 @@ def margin_features(gc: object, projector: AbstractProjector, batch: tuple[Tenso
 def featurize_chunks(gc: object, projector: AbstractProjector, train_set: Dataset,
                      feats: FeatureArray, chunk_ids: Sequence[int], *, model_id: int,
                      n_params: int, batch_size: int, device: torch.device,
-                     progress: Callable[[int], None] | None = None) -> None:
+                     progress: Callable[[int], None] | None = None,
+                     budget: int | None = None) -> None:
     """Compute, write and flag the chunks ``chunk_ids`` of ``feats`` (batches start at
-    each chunk's first row, so a chunk's rows never depend on which other chunks ran)."""
+    each chunk's first row, so a chunk's rows never depend on which other chunks ran).
+
+    ``budget`` (bytes, ``None``: unbounded) caps the samples of one per-sample-gradient
+    pass (:func:`samples_per_pass`); batches above the cap run in several passes.
+    """
+    cap: int | None = None
     for chunk_id in chunk_ids:
         start, stop = feats.chunk_bounds(chunk_id)
         rows, qs = [], []
         for batch in batches(train_set, start, stop, batch_size, device):
-            g, q = margin_features(gc, projector, batch, model_id, n_params)
+            if cap is None and budget is not None:
+                cap = samples_per_pass(gc.model, batch[0][:1], n_params,  # type: ignore[attr-defined]
+                                       projector, budget)
+            g, q = margin_features(gc, projector, batch, model_id, n_params, cap)
             rows.append(g.cpu())
             qs.append(q.reshape(-1).cpu())
         feats.write_chunk(chunk_id, torch.cat(rows).numpy(), torch.cat(qs).numpy())

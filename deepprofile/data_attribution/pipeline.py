@@ -128,6 +128,7 @@ def run_data_attribution(
     device: str | torch.device = "cpu",
     quiet: bool = False,
     scheduler: str | Any = None,
+    memory_budget: int | str | None = "2GiB",
 ) -> DataAttributionResult:
     """TRAK scores for ``targets`` (``predictions`` and/or ``concept:NAME``) of a run.
 
@@ -135,6 +136,9 @@ def run_data_attribution(
     (``local:N``, ``tcp://HOST:PORT`` or a ``dask.distributed.Client``) the training
     features are computed as Dask tasks, one per checkpoint and range of training
     samples (:mod:`deepprofile.data_attribution.distributed`); scoring runs here.
+    ``memory_budget`` (bytes or text such as ``"8GiB"``; ``None``/``"none"``: unbounded)
+    caps the samples of one per-sample-gradient pass (parameter gradients and
+    activations), for training features and targets alike.
     """
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
@@ -145,6 +149,10 @@ def run_data_attribution(
         from deepprofile.distributed import parse_scheduler
 
         parse_scheduler(scheduler)
+    from deepprofile.attribution.memory import memory_budget as budget_context
+    from deepprofile.attribution.memory import parse_budget
+
+    budget = parse_budget(memory_budget)
 
     t0 = time.perf_counter()
     run = RunDir(run_dir)
@@ -201,6 +209,7 @@ def run_data_attribution(
 
     # -- nothing written before this line -------------------------------------------------
     with ExitStack() as stack:
+        stack.enter_context(budget_context(budget))
         client = _client(stack, scheduler)
         return _attribute(
             run, overview, infos, model, info, train_set, test_set, kinds,

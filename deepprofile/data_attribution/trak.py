@@ -204,6 +204,15 @@ class TrakEnsemble:
 
     def _project(self, gc: ScopedGradientComputer, projector: AbstractProjector,
                  batch: tuple[Tensor, Tensor], model_id: int) -> Tensor:
+        from deepprofile.attribution.memory import current_budget
+        from deepprofile.data_attribution.featurize import samples_per_pass
+
+        cap = samples_per_pass(gc.model, batch[0][:1], gc.n_params, projector,
+                               current_budget())
+        if cap is not None and len(batch[0]) > cap:  # the memory bound: several passes
+            return torch.cat([self._project(gc, projector, (batch[0][i:i + cap],
+                                                            batch[1][i:i + cap]), model_id)
+                              for i in range(0, len(batch[0]), cap)])
         grads = gc.compute_per_sample_grad(batch=batch)
         out = projector.project(grads, model_id=model_id)
         return out / torch.sqrt(torch.tensor(float(gc.n_params)))
@@ -222,6 +231,7 @@ class TrakEnsemble:
                  scope_name: str = "all",
                  progress: Callable[[int], None] | None = None) -> FeatureArray:
         """Featurise the training set for one checkpoint (pending chunks only)."""
+        from deepprofile.attribution.memory import current_budget
         from deepprofile.data_attribution.featurize import featurize_chunks
 
         feats = self.feature_array(ckpt, scope, scope_name)
@@ -234,7 +244,8 @@ class TrakEnsemble:
                                    ckpt.model_id, self.device)
         featurize_chunks(gc, projector, self.train_set, feats, pending,
                          model_id=ckpt.model_id, n_params=gc.n_params,
-                         batch_size=self.batch_size, device=self.device, progress=progress)
+                         batch_size=self.batch_size, device=self.device, progress=progress,
+                         budget=current_budget())
         return feats
 
     def featurize(self, scope: Sequence[str] | None = None, scope_name: str = "all") -> None:

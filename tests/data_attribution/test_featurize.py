@@ -56,3 +56,51 @@ def test_chunks_computed_separately_equal_all_at_once(tiny_setup, tmp_path):
     rows = slice(50, 100)
     np.testing.assert_array_equal(arr._group["grads"][rows], full[0][rows])
     np.testing.assert_array_equal(arr._group["out_to_loss"][rows], full[1][rows])
+
+
+def test_memory_budget_splits_passes_and_keeps_the_numbers(tiny_setup, tmp_path, monkeypatch):
+    """A budget that fits one sample per pass: every per-sample-gradient pass holds one
+    sample (training features and targets), and the scores equal the unbounded ones up to
+    float rounding (per-sample results of a batched pass vs single passes)."""
+    from deepprofile.attribution.memory import BACKWARD_FACTOR, memory_budget, per_sample_bytes
+    from deepprofile.data_attribution import featurize
+    from deepprofile.data_attribution.featurize import GRAD_COPIES, samples_per_pass
+
+    infos = checkpoint_infos(tiny_setup["checkpoints"])
+    model = tiny_setup["model"]
+    gc = ScopedGradientComputer(model, MarginOutput(), None, torch.device("cpu"))
+    proj = make_projector(gc.n_params, 20, 0, 0, torch.device("cpu"))
+    x = tiny_setup["train"].images[:1]
+    fixed = proj.proj_matrix.numel() * 4
+    per = int(GRAD_COPIES * 4 * gc.n_params) + per_sample_bytes(model, x, BACKWARD_FACTOR)
+    assert samples_per_pass(model, x, gc.n_params, proj, None) is None
+    assert samples_per_pass(model, x, gc.n_params, proj, fixed + 3 * per + 1) == 3
+    assert samples_per_pass(model, x, gc.n_params, proj, fixed) == 1  # never below one
+
+    def ens(name):
+        return TrakEnsemble(model, infos, tiny_setup["train"], FeatureStore(tmp_path / name),
+                            proj_dim=20, batch_size=16, chunk_size=50, quiet=True)
+
+    free = ens("free").scores(MarginOutput(), tiny_setup["test"])
+    sizes: list[int] = []
+    original = featurize.margin_features
+
+    def spy(gc, projector, batch, model_id, n_params, max_samples=None):
+        out = original(gc, projector, batch, model_id, n_params, max_samples)
+        sizes.append(min(len(batch[0]), max_samples or len(batch[0])))
+        return out
+
+    target_sizes: list[int] = []
+    per_sample_grad = ScopedGradientComputer.compute_per_sample_grad
+
+    def target_spy(self, batch):
+        target_sizes.append(len(batch[0]))
+        return per_sample_grad(self, batch)
+
+    monkeypatch.setattr(featurize, "margin_features", spy)
+    monkeypatch.setattr(ScopedGradientComputer, "compute_per_sample_grad", target_spy)
+    with memory_budget(fixed + per):  # under one sample's need: one per pass
+        bounded = ens("bounded").scores(MarginOutput(), tiny_setup["test"])
+    assert sizes and set(sizes) == {1}
+    assert len(target_sizes) == 2 * 12 and set(target_sizes) == {1}  # 12 targets x 2 ckpts
+    np.testing.assert_allclose(bounded, free, rtol=1e-4, atol=1e-6 * np.abs(free).max())
