@@ -395,6 +395,48 @@ def cnn_lds(args: argparse.Namespace) -> dict:
     return report
 
 
+def _memory_job(budget: str, n_images: int, batch_size: int, queue: mp.Queue) -> None:
+    """Featurise ``n_images`` random 32 px images for a random-init torchvision resnet18
+    (11.2M parameters, proj_dim 8) under ``budget``, in a fresh process: peak RSS growth."""
+    from deepprofile.attribution.memory import memory_budget
+    from deepprofile.data import ArrayDataset
+    from deepprofile.models import build_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp())
+    ckpt = save_checkpoint(tmp / "r18.pt", build_model("resnet18", num_classes=10),
+                           "resnet18", {}, num_classes=10)
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.normal(size=(n_images, 3, 32, 32)).astype(np.float32),
+                        rng.integers(0, 10, n_images), name="noise")
+    model = build_model("resnet18", num_classes=10)
+    infos = checkpoint_infos([ckpt])
+    ens = TrakEnsemble(model, infos, data, FeatureStore(tmp / "f.zarr"), proj_dim=8,
+                       batch_size=batch_size, quiet=True)
+    with memory_budget(budget), _PeakRSS() as peak:
+        t = time.perf_counter()
+        ens.features(infos[0], None)
+        seconds = time.perf_counter() - t
+    queue.put({"budget": budget, "peak_rss_growth_mb": (peak.peak - peak.base) / 2**20,
+               "images_per_s": n_images / seconds})
+
+
+def memory_part(budgets: list[str], n_images: int, batch_size: int) -> dict:
+    """Peak RSS growth of the featurisation of a resnet18 under each memory budget."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for budget in budgets:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_memory_job, args=(budget, n_images, batch_size, queue))
+        proc.start()
+        rows.append(queue.get())
+        proc.join()
+    return {"setting": f"torchvision resnet18 (random init, 11.2M parameters), {n_images} "
+                       f"random 32 px images, batch {batch_size}, proj_dim 8, one torch "
+                       "thread, each budget in a fresh process", "runs": rows}
+
+
 @contextmanager
 def _two_pass_q():
     """Ablation: deepprofile's featurisation with ``Q`` from a second, batched forward pass
@@ -449,7 +491,9 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, default=9,
                         help="alternating rounds of the paired in-process speed test")
     parser.add_argument("--parts", default="lds,removal,concept_removal,speed",
-                        help="comma-separated parts to run")
+                        help="comma-separated parts to run (also: memory)")
+    parser.add_argument("--memory-budgets", default="none,1GiB",
+                        help="memory part: budgets compared (comma-separated)")
     parser.add_argument("--speed-proj-dim", type=int, default=64,
                         help="speed: projection dimension (below --speed-images; <= 100 "
                         "keeps traker's default projector to one block, like ours)")
@@ -468,8 +512,13 @@ def main() -> None:
         print(json.dumps(cnn_lds(args), indent=1))
         return
     parts = set(args.parts.split(","))
-    if parts == {"speed"}:  # no MLP ensemble needed
-        print(json.dumps({"featurisation": speed_part(args)}, indent=1))
+    if parts <= {"speed", "memory"}:  # no MLP ensemble needed
+        out = {}
+        if "speed" in parts:
+            out["featurisation"] = speed_part(args)
+        if "memory" in parts:
+            out["memory"] = memory_part(args.memory_budgets.split(","), 32, 16)
+        print(json.dumps(out, indent=1))
         return
     torch.manual_seed(0)
     t_all = time.perf_counter()
