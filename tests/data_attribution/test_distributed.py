@@ -143,6 +143,12 @@ def test_cli_scheduler_option(digits_run, tmp_path, address, monkeypatch):
                                    "--scheduler", "local:0"])
     assert res.exit_code == 2 and "worker count" in res.output
     assert "Traceback" not in res.output
+    bad = _copy_run(digits_run["run"], tmp_path / "bad")
+    before = sorted(p.name for p in bad.rglob("*"))
+    res = CliRunner().invoke(app, ["data-attribution", str(bad), "--memory-budget", "lots"])
+    assert res.exit_code != 0 and "memory budget" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in bad.rglob("*")) == before
     seen = {}
     original = pipeline.run_data_attribution
 
