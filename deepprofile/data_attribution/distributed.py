@@ -34,8 +34,10 @@ from deepprofile.data_attribution.outputs import MarginOutput
 from deepprofile.data_attribution.store import FeatureStore
 from deepprofile.data_attribution.trak import (
     CheckpointInfo,
+    DataAttributionError,
     ScopedGradientComputer,
     TrakEnsemble,
+    file_hash,
     load_state,
     make_projector,
 )
@@ -90,6 +92,17 @@ def featurise_task(model: bytes, data: dict[str, Any], ckpt: CheckpointInfo,
         todo = sorted(set(chunk_ids) & set(feats.pending_chunks()))
         if not todo:
             return []
+        # a worker that sees another checkpoint file or training set (a changed file, another
+        # machine's copy) must not write features: the store would mix two models' features
+        if file_hash(ckpt.path) != ckpt.sha256:
+            raise DataAttributionError(
+                f"The checkpoint {ckpt.path} on worker pid {os.getpid()} is not the file the "
+                "features were keyed on (SHA-256 differs); give every worker the same file.")
+        train_set = _dataset(data)
+        if len(train_set) != feats.n_train:  # type: ignore[arg-type]
+            raise DataAttributionError(
+                f"The training set on worker pid {os.getpid()} has {len(train_set)} images, "  # type: ignore[arg-type]
+                f"the features {feats.n_train}; give every worker the same data.")
         dev = torch.device(device)
         net = pickle.loads(model).eval()
         net.load_state_dict(load_state(ckpt.path))
@@ -98,7 +111,7 @@ def featurise_task(model: bytes, data: dict[str, Any], ckpt: CheckpointInfo,
         net.to(dev)
         gc = ScopedGradientComputer(net, MarginOutput(), scope, dev)
         projector = make_projector(gc.n_params, proj_dim, projector_seed, ckpt.model_id, dev)
-        featurize_chunks(gc, projector, _dataset(data), feats, todo, model_id=ckpt.model_id,
+        featurize_chunks(gc, projector, train_set, feats, todo, model_id=ckpt.model_id,
                          n_params=gc.n_params, batch_size=batch_size, device=dev,
                          budget=budget)
         return todo

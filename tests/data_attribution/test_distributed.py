@@ -104,6 +104,27 @@ def test_resume_after_the_whole_job_is_killed(tiny_setup, tmp_path, address, mon
     np.testing.assert_array_equal(ens.scores(MarginOutput(), tiny_setup["test"]), expected)
 
 
+def test_worker_refuses_a_changed_checkpoint(tiny_setup, tmp_path, address):
+    """A checkpoint file that changed after it was hashed (or another machine's copy) is
+    refused by the task: nothing is written, nothing flagged."""
+    import shutil
+
+    from deepprofile.data_attribution.distributed import featurize_distributed
+    from deepprofile.data_attribution.trak import DataAttributionError
+
+    first, second = tiny_setup["checkpoints"]
+    path = tmp_path / "epoch_001.pt"
+    shutil.copy(first, path)
+    ens = TrakEnsemble(tiny_setup["model"], checkpoint_infos([path]), tiny_setup["train"],
+                       FeatureStore(tmp_path / "f.zarr"), proj_dim=20, batch_size=16,
+                       chunk_size=50, quiet=True)
+    shutil.copy(second, path)  # the file changes after the ensemble hashed it
+    with distributed.Client(address) as client, \
+            pytest.raises(DataAttributionError, match="SHA-256"):
+        featurize_distributed(ens, client)
+    assert ens.feature_array(ens.checkpoints[0], None).pending_chunks() == [0, 1, 2]
+
+
 def _copy_run(run, dest):
     import shutil
 
