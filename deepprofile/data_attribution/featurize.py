@@ -12,6 +12,10 @@ per-sample forward pass that the gradient needs anyway (``torch.func.grad`` with
 auxiliary output) instead of a second forward pass over the batch, which cost about a
 sixth of the featurisation time. The two differ by float rounding only (same formula,
 per-sample rather than batched matmuls; |dQ| below 1e-6 in ``tests/data_attribution``).
+
+A memory budget caps the samples of one per-sample-gradient pass
+(:func:`samples_per_pass`). The kill point ``trak-chunk-committed``
+(:mod:`deepprofile.testhooks`) follows each committed chunk, for the resume tests.
 """
 
 from __future__ import annotations
