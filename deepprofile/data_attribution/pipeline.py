@@ -17,9 +17,12 @@ doubles from 1 to several models in the TRAK paper), but one model still ranks.
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -110,6 +113,71 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     tmp.replace(path)
 
 
+class _Cluster:
+    """The Dask client of one ``run_data_attribution`` call, started on first use (so bad
+    input is refused before a cluster starts) and closed when the call ends."""
+
+    def __init__(self, scheduler: str | Any) -> None:
+        self.scheduler = scheduler
+        self.stack = ExitStack()
+        self.client: Any = None
+
+    def get(self) -> Any:
+        if self.client is None:
+            if isinstance(self.scheduler, str):
+                from deepprofile.distributed import client_for
+
+                self.client = self.stack.enter_context(client_for(self.scheduler))
+            else:
+                self.client = self.scheduler  # a dask.distributed.Client given by the caller
+        return self.client
+
+
+_cluster: contextvars.ContextVar[_Cluster | None] = contextvars.ContextVar(
+    "deepprofile_data_attribution_cluster", default=None)
+
+
+def _where_and_budget(fn: Callable[..., DataAttributionResult]
+                      ) -> Callable[..., DataAttributionResult]:
+    """Run ``fn`` (``run_data_attribution``) under its ``memory_budget`` and with its
+    ``scheduler``'s cluster available to :func:`_featurize`; both are checked first."""
+    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> DataAttributionResult:
+        from deepprofile.attribution.memory import memory_budget, parse_budget
+
+        scheduler = kwargs.get("scheduler", defaults["scheduler"])
+        if isinstance(scheduler, str):
+            from deepprofile.distributed import parse_scheduler
+
+            parse_scheduler(scheduler)  # one-line error before any work
+        budget = parse_budget(kwargs.get("memory_budget", defaults["memory_budget"]))
+        cluster = None if scheduler is None else _Cluster(scheduler)
+        token = _cluster.set(cluster)
+        try:
+            with memory_budget(budget):
+                return fn(*args, **kwargs)
+        finally:
+            _cluster.reset(token)
+            if cluster is not None:
+                cluster.stack.close()
+
+    return wrapper
+
+
+def _featurize(ens: TrakEnsemble, scope: Sequence[str] | None = None,
+               scope_name: str = "all") -> None:
+    """With a scheduler, fill the feature store with Dask tasks; in one process
+    ``ens.scores`` featurises by itself."""
+    cluster = _cluster.get()
+    if cluster is not None:
+        from deepprofile.data_attribution.distributed import featurize_distributed
+
+        featurize_distributed(ens, cluster.get(), scope, scope_name)
+
+
+@_where_and_budget
 def run_data_attribution(
     run_dir: str | Path,
     *,
@@ -142,17 +210,10 @@ def run_data_attribution(
     """
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
+    from deepprofile.provenance import now_iso, package_versions
     from deepprofile.validate import check_options
 
     check_options("data_attribution", locals())  # one-line error before any work
-    if isinstance(scheduler, str):
-        from deepprofile.distributed import parse_scheduler
-
-        parse_scheduler(scheduler)
-    from deepprofile.attribution.memory import memory_budget as budget_context
-    from deepprofile.attribution.memory import parse_budget
-
-    budget = parse_budget(memory_budget)
 
     t0 = time.perf_counter()
     run = RunDir(run_dir)
@@ -208,46 +269,6 @@ def run_data_attribution(
                 concept_jobs.append((name, probe, cset.mask(name)))
 
     # -- nothing written before this line -------------------------------------------------
-    with ExitStack() as stack:
-        stack.enter_context(budget_context(budget))
-        client = _client(stack, scheduler)
-        return _attribute(
-            run, overview, infos, model, info, train_set, test_set, kinds,
-            concept_jobs, rows_all, preds_all, notes, t0, client, proj_dim=proj_dim,
-            projector_seed=projector_seed, lambda_reg=lambda_reg, n_targets=n_targets, k=k,
-            batch_size=batch_size, device=device, quiet=quiet)
-
-
-def _client(stack: ExitStack, scheduler: str | Any) -> Any:
-    """The Dask client for ``scheduler`` (``None``: run here; a client object is used as is)."""
-    if scheduler is None or not isinstance(scheduler, str):
-        return scheduler
-    from deepprofile.distributed import client_for
-
-    return stack.enter_context(client_for(scheduler))
-
-
-def _featurize(ens: TrakEnsemble, client: Any, scope: Sequence[str] | None = None,
-               scope_name: str = "all") -> None:
-    """Fill the feature store on the cluster (one process: ``ens.scores`` does it)."""
-    if client is not None:
-        from deepprofile.data_attribution.distributed import featurize_distributed
-
-        featurize_distributed(ens, client, scope, scope_name)
-
-
-def _attribute(run: RunDir, overview: dict[str, Any], infos: list[Any],
-               model: Any, info: Any, train_set: Dataset, test_set: Dataset,
-               kinds: list[str], concept_jobs: list[Any], rows_all: np.ndarray,
-               preds_all: np.ndarray, notes: list[str], t0: float, client: Any, *,
-               proj_dim: int, projector_seed: int, lambda_reg: float, n_targets: int, k: int,
-               batch_size: int, device: str | torch.device, quiet: bool
-               ) -> DataAttributionResult:
-    """Everything of :func:`run_data_attribution` after the checks: features (on the
-    cluster when ``client`` is given), scores, rankings, thumbnails and the result."""
-    from deepprofile.provenance import now_iso, package_versions
-
-    n_train = len(train_set)  # type: ignore[arg-type]
     ens = TrakEnsemble(model, infos, train_set, FeatureStore(run.path / STORE_NAME),
                        proj_dim=proj_dim, projector_seed=projector_seed, lambda_reg=lambda_reg,
                        batch_size=batch_size, device=device, quiet=quiet)
@@ -261,7 +282,7 @@ def _attribute(run: RunDir, overview: dict[str, Any], infos: list[Any],
     if "predictions" in kinds:
         rows = _spread(len(rows_all), n_targets)
         targets_ds = Subset(test_set, rows_all[rows].tolist())
-        _featurize(ens, client)
+        _featurize(ens)
         scores = ens.scores(MarginOutput(), targets_ds)
         classes = sorted(set(preds_all[rows].tolist()))
         groups = np.stack([(preds_all[rows] == c) / max(1, (preds_all[rows] == c).sum())
@@ -303,7 +324,7 @@ def _attribute(run: RunDir, overview: dict[str, Any], infos: list[Any],
             pos = np.arange(len(rows_all))
         pos = pos[_spread(len(pos), n_targets)]
         scope = params_up_to(ens.model, probe.layer, train_set[0][0].unsqueeze(0))
-        _featurize(concept_ens, client, scope, f"upto-{probe.layer}")
+        _featurize(concept_ens, scope, f"upto-{probe.layer}")
         scores = concept_ens.scores(ConceptProbeOutput.from_probe(probe),
                             Subset(test_set, rows_all[pos].tolist()), scope=scope,
                             scope_name=f"upto-{probe.layer}",
