@@ -445,8 +445,8 @@ def _two_pass_q():
 
     original = featurize.margin_features
 
-    def two_pass(gc, projector, batch, model_id, n_params):
-        grads, _ = original(gc, projector, batch, model_id, n_params)
+    def two_pass(gc, projector, batch, model_id, n_params, max_samples=None):
+        grads, _ = original(gc, projector, batch, model_id, n_params, max_samples)
         return grads, gc.compute_loss_grad(batch).reshape(-1).detach()
 
     featurize.margin_features = two_pass
