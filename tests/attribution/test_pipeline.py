@@ -17,6 +17,7 @@ from deepprofile.attribution.pipeline import (
     run_attribution,
     summarize_attribution,
 )
+from deepprofile.attribution.store import read_array, read_map
 from deepprofile.data import DigitsDataset
 from deepprofile.errors import DeepProfileError
 from deepprofile.models import SmallResNet, save_checkpoint
@@ -66,12 +67,13 @@ def test_run_attribution_writes_results(run_dir):
                                                                     / 1024))
     assert res.nodes["nodes"]["n1"]["n_explained"] == 3 and res.nodes["layer"] == "layer2"
     assert res.nodes["nodes"]["n2"]["n_members"] == 0
-    # files: arrays beside the JSON, referenced relatively
+    # maps in attribution.zarr beside the JSON, referenced relatively
     stored = RunDir(path).read_result("attribution")
-    ig = np.load(path / stored["methods"]["ig"]["file"])
+    ig = read_map(path, stored, "ig")
     assert ig.shape == (4, 1, 32, 32)
-    assert np.load(path / stored["methods"]["sde_ig:0.3"]["variance_file"]).shape == ig.shape
-    assert np.load(path / stored["nodes"]["file"]).shape[0] == 2
+    assert read_map(path, stored, "sde_ig:0.3", variance=True).shape == ig.shape
+    assert read_array(path, stored, stored["nodes"]["array"]).shape[0] == 2
+    assert read_array(path, stored, stored["files"]["images"]).shape == (4, 1, 32, 32)
     grid = stored["examples"]
     assert len(grid["images"]) == 2 and np.asarray(grid["saliency"]["ig"]).shape == (2, 32, 32)
     back = AttributionResult.from_dict(stored)
