@@ -614,7 +614,7 @@ def _shard_maps(model: nn.Module, run_path: Path | None, x: torch.Tensor, ds_idx
     boundary = out["boundary"]
     out["boundary"] = (None if boundary is None else
                        _boundary_summary(boundary, out["meta"]["boundary_params"]))
-    out["meta"] = out["meta"]["methods"]
+    out["meta"] = {k: out["meta"]["methods"][k] for k in labels_of}  # the plain map first
     out["sigma0_equal"] = bool(np.all(out["sigma0_equal"]))
     return out
 

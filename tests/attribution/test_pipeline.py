@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
@@ -18,13 +17,10 @@ from deepprofile.attribution.pipeline import (
     summarize_attribution,
 )
 from deepprofile.attribution.store import read_array, read_map
-from deepprofile.data import DigitsDataset
 from deepprofile.errors import DeepProfileError
-from deepprofile.models import SmallResNet, save_checkpoint
 from deepprofile.rundir import RunDir
-from deepprofile.workflow import capture_run
 
-from .conftest import spread_batchnorm
+from .conftest import make_run
 
 FAST = {"n_images": 4, "sigmas": (0.0, 0.3), "n_draws": 2, "n_steps": 4, "robust_images": 2,
         "sensitivity_samples": 1, "sensitivity_images": 1, "accuracy_images": 16,
@@ -34,18 +30,7 @@ FAST = {"n_images": 4, "sigmas": (0.0, 0.3), "n_draws": 2, "n_steps": 4, "robust
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run folder: a tiny SmallResNet checkpoint, 30 captured digits, run.json."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    kwargs = {"in_channels": 1, "widths": (4, 6, 8)}
-    model = spread_batchnorm(SmallResNet(num_classes=10, **kwargs)).eval()
-    root = tmp_path_factory.mktemp("attr_run")
-    ckpt = save_checkpoint(root / "model.pt", model, "small_resnet", kwargs)
-    dataset = DigitsDataset("test")
-    capture_run(model, dataset, root / "run", ["layer1", "layer2"], checkpoint=str(ckpt),
-                indices=range(30), quiet=True)
-    torch.set_num_threads(threads)
-    return root / "run", model, dataset
+    return make_run(tmp_path_factory.mktemp("attr_run"))
 
 
 def test_run_attribution_writes_results(run_dir):

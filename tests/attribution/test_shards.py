@@ -1,0 +1,165 @@
+"""Attribution maps in attribution.zarr: shards, reuse, resume, identity, Dask (issue 17)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deepprofile.attribution.pipeline import run_attribution
+from deepprofile.attribution.store import STORE_NAME, MapStore, read_map
+from deepprofile.errors import CorruptStoreError, DeepProfileError
+from deepprofile.rundir import RunDir
+
+from .conftest import make_run
+
+#: Small but with every per-image stage: captum methods, Grad-CAM, SDE at 0 and 0.3, BIG.
+TINY = {"n_images": 5, "sigmas": (0.0, 0.3), "n_draws": 2, "n_steps": 4, "robustness": False,
+        "alignment": False, "accuracy_images": 8, "n_examples": 2, "shard_size": 2,
+        "quiet": True}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("attr_shards"), n=20)
+
+
+def arrays(run_dir) -> dict[str, bytes]:
+    """Every array of the map store, as bytes (bitwise comparison)."""
+    import zarr
+
+    group = zarr.open_group(str(run_dir / STORE_NAME), mode="r")
+    out = {}
+
+    def walk(g, prefix=""):
+        for name, arr in g.arrays():
+            out[prefix + name] = np.ascontiguousarray(arr[...]).tobytes()
+        for name, sub in g.groups():
+            walk(sub, f"{prefix}{name}/")
+
+    walk(group)
+    return out
+
+
+def copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src.parent, dst)
+    return dst / "run"
+
+
+def test_maps_reused_resumed_and_never_mixed(run, tmp_path):
+    path, model, dataset = run
+    path = copy_run(path, tmp_path / "a")
+    first = run_attribution(model, path, dataset, **TINY)
+    assert first.timings["shards_computed"] == 3  # 5 images in shards of 2
+    store = MapStore.open(path / STORE_NAME)
+    assert store.n_shards == 3 and store.is_complete
+    before = arrays(path)
+    stored = RunDir(path).read_result("attribution")
+    assert stored["files"]["maps_hash"] == store.hash
+    assert {"ig", "smoothgrad", "sde_ig:0.3", "big"} <= set(stored["methods"])
+    assert first.checks["sigma0_equals_plain"] is True
+    # the same settings again: nothing recomputed, same arrays and summaries
+    again = run_attribution(model, path, dataset, **TINY)
+    assert again.timings["shards_computed"] == 0 and arrays(path) == before
+    assert again.examples == first.examples and again.boundary == first.boundary
+    # a lost shard (flag cleared, rows blanked) is the only one redone
+    store._group["shards_done"][1] = 0
+    store._group["maps/ig"][2:4] = np.nan
+    with pytest.raises(CorruptStoreError, match="1 of 3 shards pending.*resume"):
+        read_map(path, stored, "ig")
+    resumed = run_attribution(model, path, dataset, **TINY)
+    assert resumed.timings["shards_computed"] == 1 and arrays(path) == before
+    # other settings replace the store; the older result then names other maps
+    run_attribution(model, path, dataset, **{**TINY, "n_steps": 3})
+    assert MapStore.open(path / STORE_NAME).hash != store.hash
+    with pytest.raises(CorruptStoreError, match="other settings.*deepprofile attribute"):
+        read_map(path, stored, "ig")
+
+
+def test_shards_equal_one_batch_for_deterministic_maps(run):
+    """Sharding changes no deterministic map beyond float rounding (one shard = old path)."""
+    _, model, dataset = run
+    kw = {**TINY, "boundary": False}
+    whole = run_attribution(model, None, dataset, **{**kw, "shard_size": 8})
+    parts = run_attribution(model, None, dataset, **kw)
+    for key in ("ig", "saliency", "sde_ig:0.3"):
+        np.testing.assert_allclose(
+            np.asarray(parts.examples["saliency"][key]),
+            np.asarray(whole.examples["saliency"][key]), atol=2e-3, err_msg=key)
+
+
+def test_legacy_npy_maps_still_read(tmp_path):
+    maps = np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2)
+    (tmp_path / "attribution").mkdir()
+    np.save(tmp_path / "attribution" / "ig.npy", maps)
+    result = {"methods": {"ig": {"file": "attribution/ig.npy"},
+                          "gone": {"file": "attribution/gone.npy"}}}
+    np.testing.assert_array_equal(read_map(tmp_path, result, "ig"), maps)
+    with pytest.raises(CorruptStoreError, match="rerun|attribute"):
+        read_map(tmp_path, result, "gone")
+    with pytest.raises(CorruptStoreError, match="No attribution maps"):
+        read_map(tmp_path, {"methods": {"ig": {"array": "maps/ig"}}}, "ig")
+
+
+def test_explorer_reads_maps_from_the_store(run, tmp_path):
+    from deepprofile.explore.data import RunData
+
+    path, model, dataset = run
+    path = copy_run(path, tmp_path / "e")
+    run_attribution(model, path, dataset, **{**TINY, "boundary": False, "sigmas": (0.0,)})
+    stored = RunDir(path).read_result("attribution")
+    got = RunData.open(path).attribution()
+    assert got is not None and got.rows.tolist() == stored["images"]["store_rows"]
+    np.testing.assert_allclose(got.maps, np.abs(read_map(path, stored, "ig")).sum(axis=1))
+
+
+def test_scheduler_needs_a_run_folder(run):
+    _, model, dataset = run
+    with pytest.raises(DeepProfileError, match="needs a run folder"):
+        run_attribution(model, None, dataset, scheduler="local:2", **TINY)
+
+
+def test_dask_two_workers_equal_one_process(run, tmp_path):
+    """Shards on a 2-worker LocalCluster (threads) give the one-process arrays bit for bit."""
+    distributed = pytest.importorskip("dask.distributed")
+    path, model, dataset = run
+    one = copy_run(path, tmp_path / "one")
+    two = copy_run(path, tmp_path / "two")
+    ref = run_attribution(model, one, dataset, **TINY)
+    threads = torch.get_num_threads()
+    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1,
+                            dashboard_address=None) as client:
+        got = run_attribution(model, two, dataset, scheduler=client, **TINY)
+    assert torch.get_num_threads() == threads
+    assert got.timings["shards_computed"] == 3
+    assert arrays(two) == arrays(one)
+    assert _comparable(two) == _comparable(one)
+    assert got.examples == ref.examples
+
+
+def _comparable(run_dir) -> str:
+    """results/attribution.json without what differs between runs (times, dates, paths)."""
+    data = RunDir(run_dir).read_result("attribution")
+    for key in ("timings", "provenance", "store_identity"):
+        data.pop(key, None)
+    data["params"].pop("scheduler", None)
+    return json.dumps(data, sort_keys=True).replace(str(run_dir), "RUN")
+
+
+@pytest.mark.slow
+def test_dask_worker_processes_equal_one_process(run, tmp_path):
+    """`local:2`: two worker processes, each loading the run's checkpoint itself."""
+    pytest.importorskip("dask.distributed")
+    path, model, dataset = run
+    one = copy_run(path, tmp_path / "one")
+    two = copy_run(path, tmp_path / "two")
+    run_attribution(model, one, dataset, **TINY)
+    got = run_attribution(model, two, dataset, scheduler="local:2",
+                          model_info={"arch": "small_resnet"}, **TINY)
+    assert got.timings["shards_computed"] == 3
+    assert arrays(two) == arrays(one)
+    assert _comparable(two) == _comparable(one)
