@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import deepprofile
 from deepprofile.attribution.pipeline import run_attribution
 from deepprofile.attribution.store import STORE_NAME, MapStore, read_map
 from deepprofile.errors import CorruptStoreError, DeepProfileError
 from deepprofile.rundir import RunDir
 
 from .conftest import make_run
+from .kill_worker import TINY as KILL_TINY
 
-#: Small but with every per-image stage: captum methods, Grad-CAM, SDE at 0 and 0.3, BIG.
-TINY = {"n_images": 5, "sigmas": (0.0, 0.3), "n_draws": 2, "n_steps": 4, "robustness": False,
-        "alignment": False, "accuracy_images": 8, "n_examples": 2, "shard_size": 2,
-        "quiet": True}
+#: Small but with every per-image stage: captum methods, Grad-CAM, SDE at 0 and 0.3, BIG
+#: (5 images in 3 shards).
+TINY = KILL_TINY
+WORKER = Path(__file__).with_name("kill_worker.py")
+ROOT = str(Path(deepprofile.__file__).resolve().parents[1])
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +165,54 @@ def test_dask_worker_processes_equal_one_process(run, tmp_path):
     one = copy_run(path, tmp_path / "one")
     two = copy_run(path, tmp_path / "two")
     run_attribution(model, one, dataset, **TINY)
-    got = run_attribution(model, two, dataset, scheduler="local:2",
-                          model_info={"arch": "small_resnet"}, **TINY)
+    got = run_attribution(model, two, dataset, scheduler="local:2", **TINY)
     assert got.timings["shards_computed"] == 3
     assert arrays(two) == arrays(one)
     assert _comparable(two) == _comparable(one)
+
+
+def _spawn(run_dir: Path, kill_at: str | None, env_extra: dict | None = None
+           ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("DEEPPROFILE_TEST_KILL_AT", None)
+    if kill_at:
+        env["DEEPPROFILE_TEST_KILL_AT"] = kill_at
+    env.update(env_extra or {})
+    proc = subprocess.run([sys.executable, str(WORKER), str(run_dir)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, -9), proc.stderr[-2000:]
+    return proc
+
+
+def _leftovers(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.rglob(".*")
+                  if ".creating-" in p.name or ".removing-" in p.name)
+
+
+def _killed_and_resumed(run, tmp_path, point: str, computed_after: int) -> None:
+    from .kill_worker import run as run_worker
+
+    path, _, _ = run
+    expected = copy_run(path, tmp_path / "expected")
+    assert run_worker(str(expected)) == 3  # uninterrupted, in this process (one thread)
+    killed = copy_run(path, tmp_path / "killed")
+    assert _spawn(killed, point).returncode == -9, f"no kill at {point}"
+    again = _spawn(killed, None)  # the user runs the same command again
+    assert again.returncode == 0 and int(again.stdout.split()[-1]) == computed_after
+    assert arrays(killed) == arrays(expected)
+    assert _comparable(killed) == _comparable(expected)
+    assert _leftovers(killed) == []
+
+
+@pytest.mark.slow
+def test_killed_after_first_shard_resumes_with_the_rest(run, tmp_path):
+    """SIGKILL right after the first shard is committed: the rerun computes only the two
+    pending shards and ends with the uninterrupted run's arrays, bit for bit."""
+    _killed_and_resumed(run, tmp_path, "attribution-shard", computed_after=2)
+
+
+@pytest.mark.slow
+def test_killed_while_creating_the_store_starts_clean(run, tmp_path):
+    """SIGKILL before the new store is renamed into place: the rerun removes the leftover
+    and computes every shard."""
+    _killed_and_resumed(run, tmp_path, "attribution-store-created", computed_after=3)
