@@ -7,6 +7,11 @@ compute_shard`) and commits them into the store. Shards write disjoint chunks an
 own flags, so workers never write the same file; a worker killed mid-task leaves its
 shard unflagged and Dask runs the task again elsewhere; a job killed as a whole is
 resumed by running the command again (only pending shards are sent).
+
+Kill points (:mod:`deepprofile.testhooks`) used by the tests: ``attribution-store-created``
+(a new map store built under its temporary name, not yet renamed),
+``attribution-shard`` (a shard committed) and ``attribution-task`` (a Dask task computed
+its shard, nothing written yet).
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from deepprofile.testhooks import kill_point
 
 
 def fill_shard(model: nn.Module, store: MapStore, shard: int, settings: MapSettings,
-               budget: int | None) -> None:
-    """Compute shard ``shard`` of ``store`` with ``model`` and commit it."""
+               budget: int | None, before_write: Any = None) -> None:
+    """Compute shard ``shard`` of ``store`` with ``model`` and commit it
+    (``before_write()``, if given, runs between the two: a test hook)."""
     start, stop = store.shard_bounds(shard)
     x = torch.from_numpy(store.images(start, stop))
     with memory_budget(budget):
         out = compute_shard(model, x, settings, start)
+    if before_write is not None:
+        before_write()
     store.write_shard(shard, out)
 
 
@@ -71,8 +79,8 @@ def _shard_task(store_path: str, shard: int, source: Mapping[str, Any],
                 "load the run's own checkpoint, so pass that model.")
         store = MapStore.open(store_path)
         if shard in store.pending_shards():  # a retried task may find it done
-            kill_point("attribution-task")
-            fill_shard(model, store, shard, MapSettings.from_dict(settings), budget)
+            fill_shard(model, store, shard, MapSettings.from_dict(settings), budget,
+                       before_write=lambda: kill_point("attribution-task"))
     finally:
         if own_process:
             torch.set_num_threads(previous)

@@ -216,3 +216,23 @@ def test_killed_while_creating_the_store_starts_clean(run, tmp_path):
     """SIGKILL before the new store is renamed into place: the rerun removes the leftover
     and computes every shard."""
     _killed_and_resumed(run, tmp_path, "attribution-store-created", computed_after=3)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_task_is_retried(run, tmp_path, monkeypatch):
+    """One of two worker processes dies (SIGKILL) after computing a shard, before writing
+    it: Dask runs the task again and the maps equal the one-process maps bit for bit."""
+    pytest.importorskip("dask.distributed")
+    from deepprofile.testhooks import ENV_ONCE
+
+    path, model, dataset = run
+    one = copy_run(path, tmp_path / "one")
+    two = copy_run(path, tmp_path / "two")
+    run_attribution(model, one, dataset, **TINY)
+    marker = tmp_path / "killed.pid"
+    monkeypatch.setenv(ENV_ONCE, f"attribution-task:{marker}")  # inherited by the workers
+    got = run_attribution(model, two, dataset, scheduler="local:2", **TINY)
+    assert marker.is_file() and int(marker.read_text()) != os.getpid()  # a worker died
+    assert got.timings["shards_computed"] == 3
+    assert arrays(two) == arrays(one)
+    assert _comparable(two) == _comparable(one)
