@@ -249,3 +249,37 @@ def test_worker_killed_mid_task_is_retried(run, tmp_path, monkeypatch):
     assert got.timings["shards_computed"] == 3
     assert arrays(two) == arrays(one)
     assert _comparable(two) == _comparable(one)
+
+
+def test_cli_scheduler_address_and_bad_values(run, tmp_path):
+    """`attribute --scheduler tcp://...` (a two-worker cluster in this process, reached by
+    its address) fills the store; a bad --scheduler or --shard-size is exit 2, one line."""
+    distributed = pytest.importorskip("dask.distributed")
+    import typer
+    from typer.testing import CliRunner
+
+    from deepprofile.attribution.cli import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command, so typer keeps `attribute` as a subcommand
+        pass
+
+    path = copy_run(run[0], tmp_path / "cli")
+    for bad in (["--scheduler", "local:zero"], ["--shard-size", "0"]):
+        res = CliRunner().invoke(app, ["attribute", str(path), *bad])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert not (path / STORE_NAME).exists()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  protocol="tcp://", dashboard_address=None) as cluster:
+        res = CliRunner().invoke(app, [
+            "attribute", str(path), "--preset", "quick", "--n-images", "3", "--n-steps", "2",
+            "--n-draws", "1", "--no-alignment", "--shard-size", "2", "-q",
+            "--scheduler", cluster.scheduler_address])
+    assert res.exit_code == 0, res.output
+    stored = RunDir(path).read_result("attribution")
+    assert stored["params"]["scheduler"] == cluster.scheduler_address
+    assert stored["timings"]["shards_computed"] == 2
+    assert read_map(path, stored, "ig").shape == (3, 1, 32, 32)
