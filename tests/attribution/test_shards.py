@@ -253,7 +253,8 @@ def test_worker_killed_mid_task_is_retried(run, tmp_path, monkeypatch):
 
 def test_cli_scheduler_address_and_bad_values(run, tmp_path):
     """`attribute --scheduler tcp://...` (a two-worker cluster in this process, reached by
-    its address) fills the store; a bad --scheduler or --shard-size is exit 2, one line."""
+    its address) fills the store under the memory budget; a bad --scheduler or --shard-size
+    is exit 2, one line."""
     distributed = pytest.importorskip("dask.distributed")
     import typer
     from typer.testing import CliRunner
@@ -276,10 +277,14 @@ def test_cli_scheduler_address_and_bad_values(run, tmp_path):
                                   protocol="tcp://", dashboard_address=None) as cluster:
         res = CliRunner().invoke(app, [
             "attribute", str(path), "--preset", "quick", "--n-images", "3", "--n-steps", "2",
-            "--n-draws", "1", "--no-alignment", "--shard-size", "2", "-q",
+            "--n-draws", "1", "--no-alignment", "--shard-size", "2", "--memory-budget", "1KB",
+            "-q",
             "--scheduler", cluster.scheduler_address])
     assert res.exit_code == 0, res.output
     stored = RunDir(path).read_result("attribution")
     assert stored["params"]["scheduler"] == cluster.scheduler_address
     assert stored["timings"]["shards_computed"] == 2
     assert read_map(path, stored, "ig").shape == (3, 1, 32, 32)
+    # the memory budget applied inside the tasks: one sample per pass under 1 KB
+    plan = stored["methods"]["ig"]["params"]["memory"]
+    assert plan["budget"] == 1000 and plan["samples_per_pass"] == 1
