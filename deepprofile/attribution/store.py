@@ -12,7 +12,8 @@ Layout::
       convergence_delta    (N,) float32: IG completeness delta (IG base method only)
       sigma0_equal         (N,) uint8: SDE at sigma 0 reproduced the plain map exactly
       boundary/<field>     (N,) per-image BIG search (found, eps, norm, distance, classes)
-      shards/<i>           attrs["meta"]: how shard i's maps were made (method parameters)
+      shards/<i>           attrs: "meta" (how shard i's maps were made: method parameters)
+                           and "digests" (CRC32 of each of its blocks, checked on reading)
       shards_done          (n_shards,) uint8, one file per shard: 1 once committed
       extra/<name>         maps computed by the command's process (fine-tuned SDE, node maps)
 
@@ -30,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,10 @@ BOUNDARY_FIELDS = {"found": "uint8", "eps": "float64", "norm": "int8", "distance
                    "original": "int64", "adversarial": "int64"}
 NORMS = (None, "L2", "Linf")
 _INT_SIDE = ("targets", "predictions")
+
+
+def _digest(block: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(block).tobytes()) & 0xFFFFFFFF
 
 
 def safe_key(key: str) -> str:
@@ -127,6 +133,10 @@ class MapStore:
             try:
                 old = cls.open(path)
                 if old.identity == identity:
+                    for name in old.meta["digests"]:
+                        old.read(name, complete=False)  # damaged images: build anew
+                    for shard in old.damaged_shards():
+                        old._group["shards_done"][shard] = 0  # recomputed by the caller
                     return old
             except DeepProfileError:
                 pass
@@ -164,6 +174,8 @@ class MapStore:
                            fill_value=0)
         group.attrs[_META] = {  # last: a store without it is never trusted
             "format": FORMAT_VERSION, "identity": identity, "hash": identity_hash(identity),
+            "digests": {name: _digest(group[name][...])
+                        for name in ("images", "dataset_indices", "labels")},
             "n_images": n, "shard_size": shard_size, "n_shards": n_shards,
             "maps": {key: {"array": f"maps/{safe_key(key)}",
                            "variance": (f"variance/{safe_key(key)}" if key in variance_keys
@@ -217,28 +229,34 @@ class MapStore:
     # -- writing one shard ---------------------------------------------------------------
     def write_shard(self, shard: int, out: Mapping[str, Any]) -> None:
         """Write shard ``shard``'s rows (see :func:`deepprofile.attribution.shards.
-        compute_shard` for ``out``), its meta, then its completion flag."""
+        compute_shard` for ``out``), its meta and the CRC32 of every block, then its flag."""
         start, stop = self.shard_bounds(shard)
         g = self._group
         meta = self.meta
-        for name in _INT_SIDE:
-            g[name][start:stop] = np.asarray(out[name], np.int64)
-        g["sigma0_equal"][start:stop] = np.asarray(out["sigma0_equal"], np.uint8)
-        if meta["convergence_delta"]:
-            g["convergence_delta"][start:stop] = np.asarray(out["convergence_delta"], np.float32)
-        for key, where in meta["maps"].items():
-            block = np.asarray(out["maps"][key], np.float32)
-            if block.shape != (stop - start, *g[where["array"]].shape[1:]):
+        digests: dict[str, int] = {}
+
+        def put(name: str, block: np.ndarray, dtype: Any) -> None:
+            block = np.asarray(block, dtype)
+            want = (stop - start, *g[name].shape[1:])
+            if block.shape != want:
                 raise DeepProfileError(
-                    f"Shard {shard}: map {key} has shape {block.shape}, the store expects "
-                    f"{(stop - start, *g[where['array']].shape[1:])}.")
-            g[where["array"]][start:stop] = block
+                    f"Shard {shard}: {name} has shape {block.shape}, the store expects {want}.")
+            g[name][start:stop] = block
+            digests[name] = _digest(block)
+
+        for name in _INT_SIDE:
+            put(name, out[name], np.int64)
+        put("sigma0_equal", out["sigma0_equal"], np.uint8)
+        if meta["convergence_delta"]:
+            put("convergence_delta", out["convergence_delta"], np.float32)
+        for key, where in meta["maps"].items():
+            put(where["array"], out["maps"][key], np.float32)
             if where["variance"]:
-                g[where["variance"]][start:stop] = np.asarray(out["variance"][key], np.float32)
+                put(where["variance"], out["variance"][key], np.float32)
         if meta["boundary"]:
-            for name in BOUNDARY_FIELDS:
-                g[f"boundary/{name}"][start:stop] = np.asarray(out["boundary"][name])
-        g[f"shards/{shard}"].attrs["meta"] = canonical(out["meta"])
+            for name, dtype in BOUNDARY_FIELDS.items():
+                put(f"boundary/{name}", out["boundary"][name], dtype)
+        g[f"shards/{shard}"].attrs.update({"meta": canonical(out["meta"]), "digests": digests})
         g["shards_done"][shard] = 1
         kill_point("attribution-shard")
 
@@ -251,13 +269,44 @@ class MapStore:
                 f"{self.n_shards} shards pending); run `deepprofile attribute` again to "
                 "resume.")
 
-    def read(self, name: str) -> np.ndarray:
-        """A whole array of a finished store (``maps/<key>``, ``targets``, ...)."""
-        self._require_complete()
+    def damaged_shards(self) -> list[int]:
+        """Shards flagged done whose rows no longer match their checksums (or unreadable)."""
+        done = [i for i in range(self.n_shards) if i not in set(self.pending_shards())]
+        bad = []
+        for shard in done:
+            start, stop = self.shard_bounds(shard)
+            try:
+                digests = self._group[f"shards/{shard}"].attrs["digests"]
+                ok = all(_digest(self._group[name][start:stop]) == value
+                         for name, value in digests.items())
+            except Exception:  # noqa: BLE001 - unreadable is damaged
+                ok = False
+            if not ok:
+                bad.append(shard)
+        return bad
+
+    def read(self, name: str, *, complete: bool = True) -> np.ndarray:
+        """A whole array of a finished store (``maps/<key>``, ``targets``, ...), checked
+        against the CRC32 recorded for each shard (or at creation for the images)."""
+        if complete:
+            self._require_complete()
         try:
-            return self._group[name][...]
+            data = self._group[name][...]
+            if name in self.meta.get("digests", {}):
+                wanted = [(0, len(data), self.meta["digests"][name])]
+            elif name.startswith("extra/"):
+                wanted = []
+            else:
+                wanted = [(*self.shard_bounds(i),
+                           self._group[f"shards/{i}"].attrs["digests"][name])
+                          for i in range(self.n_shards)]
         except Exception as exc:  # noqa: BLE001 - any storage error is damage
             raise _damaged(self.path, f"{name}: {type(exc).__name__}: {exc}") from exc
+        for start, stop, digest in wanted:
+            if _digest(data[start:stop]) != digest:
+                raise _damaged(self.path, f"{name} rows {start}-{stop - 1} do not match "
+                                          "their checksum")
+        return data
 
     def map_array(self, key: str, variance: bool = False) -> np.ndarray:
         where = self.meta["maps"].get(key)

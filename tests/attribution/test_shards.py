@@ -80,6 +80,12 @@ def test_maps_reused_resumed_and_never_mixed(run, tmp_path):
         read_map(path, stored, "ig")
     resumed = run_attribution(model, path, dataset, **TINY)
     assert resumed.timings["shards_computed"] == 1 and arrays(path) == before
+    # damaged rows of a finished shard fail their checksum; the rerun redoes that shard
+    store._group["maps/sde_ig_0.3"][4] = 0.0
+    with pytest.raises(CorruptStoreError, match="rows 4-4 do not match their checksum"):
+        read_map(path, stored, "sde_ig:0.3")
+    repaired = run_attribution(model, path, dataset, **TINY)
+    assert repaired.timings["shards_computed"] == 1 and arrays(path) == before
     # other settings replace the store; the older result then names other maps
     run_attribution(model, path, dataset, **{**TINY, "n_steps": 3})
     assert MapStore.open(path / STORE_NAME).hash != store.hash
