@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -160,6 +161,13 @@ def test_dask_two_workers_equal_one_process(run, tmp_path):
     with distributed.Client(processes=False, n_workers=2, threads_per_worker=1,
                             dashboard_address=None) as client:
         got = run_attribution(model, two, dataset, scheduler=client, **TINY)
+        # workers load the run's checkpoint: another model in the caller is refused
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            other.fc.bias.add_(1.0)
+        with pytest.raises(DeepProfileError, match="is not the model given"):
+            run_attribution(other, copy_run(path, tmp_path / "other"), dataset,
+                            scheduler=client, **TINY)
     assert torch.get_num_threads() == threads
     assert got.timings["shards_computed"] == 3
     assert arrays(two) == arrays(one)
