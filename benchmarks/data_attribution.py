@@ -473,6 +473,83 @@ def concept_removal_shapes(args: argparse.Namespace) -> dict:
     }
 
 
+def shapes_detector(args: argparse.Namespace) -> dict:
+    """The training-point-ranking detector of the shapes marker, spurious vs clean model
+    (the demo's shapes CNN and recipe, ``--removal-seeds`` seeds each): precision@k of
+    the top helpful training images against the marker truth, overall and among the
+    circles, for three TRAK targets: ``predicted_class`` (the spurious class's mean
+    margin over the test images predicted as it: the pipeline's class target),
+    ``shortcut_marked`` (the spurious class's margin on marked images of the other
+    classes) and ``shortcut_contrast`` (the same, marked minus unmarked); with the
+    behaviour that says whether the model uses the marker."""
+    from sklearn.metrics import roc_auc_score
+
+    from deepprofile.data import ShapesDataset
+    from deepprofile.data_attribution.detector import (
+        RelabelledSubset,
+        group_effect,
+        ranking_precision,
+        shortcut_scores,
+    )
+    from deepprofile.models import build_model, load_model
+
+    eval_set = ShapesDataset(args.shapes_eval, seed=1000, marker_rate=0.5, marker_base_rate=0.5)
+    ev = eval_set.concept_table()
+    truth_ev, labels_ev = ev["marker"].astype(bool), ev["label"].astype(int)
+    images = torch.stack([eval_set[i][0] for i in range(len(eval_set))])
+    monitor = Subset(eval_set, range(0, len(eval_set), 8))
+    template = build_model("small_resnet", num_classes=4, in_channels=3, widths=SHAPES_WIDTHS)
+    tmp = Path(tempfile.mkdtemp())
+    out: dict = {"setting": {"n_train": args.shapes_n, "epochs": args.shapes_epochs,
+                             "checkpoints": args.shapes_checkpoints,
+                             "proj_dim": args.shapes_proj_dim, "ks": [20, 50],
+                             "eval": f"{len(eval_set)} shapes, half of every class marked"},
+                 "models": []}
+    for kind, rate in (("spurious", 0.9), ("clean", 0.05)):
+        train_set = ShapesDataset(args.shapes_n, seed=0, marker_rate=rate, marker_base_rate=0.05)
+        tt = train_set.concept_table()
+        marked, labels = tt["marker"].astype(bool), tt["label"].astype(int)
+        for s in range(args.removal_seeds):
+            t = time.perf_counter()
+            res = _shapes_train(train_set, np.arange(len(train_set)), s, args.shapes_epochs,
+                                tmp / f"{kind}{s}", n_checkpoints=args.shapes_checkpoints,
+                                eval_set=monitor)
+            model = load_model(res.final_checkpoint)[0]
+            with torch.no_grad():
+                preds = torch.cat([model(b).argmax(1) for b in images.split(200)]).numpy()
+            other = labels_ev != 0
+            ens = TrakEnsemble(template, checkpoint_infos(res.checkpoints), train_set,
+                               FeatureStore(tmp / f"{kind}{s}.zarr"),
+                               proj_dim=args.shapes_proj_dim, lambda_reg=args.lambda_reg,
+                               batch_size=64, quiet=True)
+            rows = np.flatnonzero(preds == 0)
+            scores = {
+                "predicted_class": ens.scores(MarginOutput(), Subset(eval_set, rows.tolist()),
+                                              groups=np.full((1, len(rows)), 1 / len(rows)))[:, 0],
+                "shortcut_marked": shortcut_scores(ens, eval_set, labels_ev, truth_ev, 0,
+                                                   contrast=False),
+                "shortcut_contrast": shortcut_scores(ens, eval_set, labels_ev, truth_ev, 0),
+            }
+            circ = labels == 0
+            margin_circle = margins(model, RelabelledSubset(eval_set, np.flatnonzero(other), 0))
+            m_other = truth_ev[other]
+            row = {"model": kind, "seed": s, "accuracy": float(np.mean(preds == labels_ev)),
+                   "shortcut_contrast_value": float(margin_circle[m_other].mean()
+                                                    - margin_circle[~m_other].mean()),
+                   "spurious_rate_marked_other": float(np.mean(preds[truth_ev & other] == 0)),
+                   "spurious_rate_unmarked_other": float(np.mean(preds[~truth_ev & other] == 0)),
+                   "targets": {}}
+            for name, sc in scores.items():
+                row["targets"][name] = {
+                    **{f"k{k}": ranking_precision(sc, marked, labels, 0, k).to_dict()
+                       for k in (20, 50)},
+                    "auc_marked_within_circles": float(roc_auc_score(marked[circ], sc[circ])),
+                    "marked_group": group_effect(sc, marked, labels).to_dict()}
+            row["seconds"] = time.perf_counter() - t
+            out["models"].append(row)
+    return out
+
+
 def cnn_lds(args: argparse.Namespace) -> dict:
     """LDS of TRAK / TracInCP / random scores on the demo CNN (SmallResNet, digits 32x32)."""
     from dataclasses import replace
@@ -580,9 +657,10 @@ def main() -> None:
         print(json.dumps(cnn_lds(args), indent=1))
         return
     parts = set(args.parts.split(","))
-    if parts == {"concept_removal"}:  # shapes only: no digits MLP needed
+    shapes_parts = {"concept_removal": concept_removal_shapes, "shapes_detector": shapes_detector}
+    if parts <= set(shapes_parts):  # shapes only: no digits MLP needed
         torch.manual_seed(0)
-        print(json.dumps({"concept_removal": concept_removal_shapes(args)}, indent=1))
+        print(json.dumps({p: shapes_parts[p](args) for p in sorted(parts)}, indent=1))
         return
     torch.manual_seed(0)
     t_all = time.perf_counter()

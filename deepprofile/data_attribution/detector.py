@@ -98,3 +98,50 @@ def ranking_precision(scores: np.ndarray, truth: np.ndarray, labels: np.ndarray,
     top_in = inside[np.argsort(-scores[inside], kind="stable")[:k]]
     return RankingPrecision(int(k), float(truth[top].mean()), float(truth.mean()),
                             float(truth[top_in].mean()), float(truth[inside].mean()))
+
+
+@dataclass(frozen=True)
+class GroupEffect:
+    """TRAK's predicted effect of a group of training images on a target, against
+    random groups with the same number of images from each class."""
+
+    n_group: int
+    effect: float       # sum of the group's scores: the target's predicted drop without them
+    null_mean: float
+    null_std: float
+    z: float
+    n_draws: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def group_effect(scores: np.ndarray, group: np.ndarray, labels: np.ndarray,
+                 n_draws: int = 2000, seed: int = 0) -> GroupEffect:
+    """Sum of ``scores`` over ``group`` (TRAK's linear datamodel: how much the target
+    drops when the whole group is left out of training), and its z-score against
+    ``n_draws`` random groups drawn class by class with the group's class counts.
+
+    Why not precision@k: TRAK's ``(Phi^T Phi)^-1`` gives rare training images large
+    scores, so the few marked images of a model *without* the shortcut rank on top
+    too (measured on the clean shapes model: precision@20 0.35-0.60 against a base
+    rate of 0.05). The group's total effect counts how much the target depends on
+    the group, which is what separates a model that uses the marker from one that
+    does not.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    group, labels = np.asarray(group, dtype=bool), np.asarray(labels)
+    if group.sum() == 0:
+        raise DataAttributionError("The group of training images is empty.")
+    rng = np.random.default_rng(seed)
+    null = np.zeros(n_draws)
+    for c in np.unique(labels[group]):
+        members = np.flatnonzero(labels == c)
+        k = int((group & (labels == c)).sum())
+        for d in range(n_draws):
+            null[d] += scores[rng.choice(members, size=k, replace=False)].sum()
+    effect = float(scores[group].sum())
+    std = float(null.std())
+    return GroupEffect(int(group.sum()), effect, float(null.mean()), std,
+                       float((effect - null.mean()) / std) if std > 0 else float("nan"),
+                       int(n_draws))
