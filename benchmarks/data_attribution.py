@@ -405,16 +405,31 @@ def concept_removal_shapes(args: argparse.Namespace) -> dict:
     fit = fit_probe(_layer_means(model, images, layer), truth)
     infos = checkpoint_infos(res.checkpoints)
     template = build_model("small_resnet", num_classes=4, in_channels=3, widths=SHAPES_WIDTHS)
-    ens = TrakEnsemble(template, infos, train_set, FeatureStore(tmp / "f.zarr"),
-                       proj_dim=args.shapes_proj_dim, lambda_reg=args.lambda_reg,
-                       batch_size=64, quiet=True)
+    store = FeatureStore(tmp / "f.zarr")
+
+    def ensemble(lambda_reg: float) -> TrakEnsemble:
+        return TrakEnsemble(template, infos, train_set, store, proj_dim=args.shapes_proj_dim,
+                            lambda_reg=lambda_reg, batch_size=64, quiet=True)
+
+    ens = ensemble(0.0)
     scope = params_up_to(ens.model, layer, images[:1])
     pos, neg = truth / truth.sum(), (~truth) / (~truth).sum()
+    probe_out = ConceptProbeOutput(layer, "mean", fit.weight, fit.bias)
     t = time.perf_counter()
-    scores = ens.scores(ConceptProbeOutput(layer, "mean", fit.weight, fit.bias), eval_set,
-                        scope=scope, scope_name=f"upto-{layer}",
+
+    def probe_scores(e: TrakEnsemble) -> np.ndarray:
+        return e.scores(probe_out, eval_set, scope=scope, scope_name=f"upto-{layer}",
                         groups=np.stack([pos, pos - neg]))
+
+    scores = probe_scores(ens)
     s_short = shortcut_scores(ens, eval_set, labels, truth, spurious)
+    # ridge relative to the mean diagonal of X^T X (per parameter scope, last checkpoint):
+    # (X^T X)^-1 amplifies the directions of rare training images; the ridge damps it
+    diag = {name: float((ens.features(infos[-1], sc, name).read()[0].astype(np.float64) ** 2)
+                        .sum(0).mean()) for name, sc in ((f"upto-{layer}", scope), ("all", None))}
+    lam = {k: args.lambda_rel * v for k, v in diag.items()}
+    ridge = probe_scores(ensemble(lam[f"upto-{layer}"]))
+    s_short_ridge = shortcut_scores(ensemble(lam["all"]), eval_set, labels, truth, spurious)
     trak_seconds = time.perf_counter() - t
     q = np.mean([ens.features(c, scope, f"upto-{layer}").read()[1] for c in infos], axis=0)
     s_pos, s_con = scores[:, 0], scores[:, 1]
@@ -423,14 +438,21 @@ def concept_removal_shapes(args: argparse.Namespace) -> dict:
     def top(s: np.ndarray) -> np.ndarray:
         return np.argsort(-s, kind="stable")[:n_remove]
 
-    rankings = {
+    every = {
         "trak_margin_helpful": top(s_con),          # target: probe margin (marked - unmarked)
         "trak_positive_helpful": top(s_pos),        # target: probe logit on marked images only
         "trak_margin_abs": top(np.abs(s_con)),
         "trak_margin_helpful_no_q": top(s_noq),     # TRAK without the 1 - p weighting
         "trak_margin_harmful": top(-s_con),         # removing these should *raise* it
         "trak_shortcut_helpful": top(s_short),      # target: circle margin, marked - unmarked
+        "ridge_margin_helpful": top(ridge[:, 1]),
+        "ridge_positive_helpful": top(ridge[:, 0]),
+        "ridge_margin_abs": top(np.abs(ridge[:, 1])),
+        "ridge_margin_harmful": top(-ridge[:, 1]),
+        "ridge_shortcut_helpful": top(s_short_ridge),
     }
+    arm_names = args.arms.split(",") if args.arms else list(every)
+    rankings = {k: every[k] for k in arm_names}
     marked_idx = np.flatnonzero(marked_train)
     full, arms = [], {k: [] for k in [*rankings, "random", "random_marked"]}
     t = time.perf_counter()
@@ -458,14 +480,15 @@ def concept_removal_shapes(args: argparse.Namespace) -> dict:
                     "eval": f"{len(eval_set)} held-out shapes, half of every class marked",
                     "model": "SmallResNet 8/16/32 (the demo's shapes CNN)",
                     "epochs": args.shapes_epochs, "checkpoints": len(infos),
-                    "proj_dim": args.shapes_proj_dim, "lambda_reg": args.lambda_reg,
+                    "proj_dim": args.shapes_proj_dim, "lambda_rel": args.lambda_rel,
                     "layer": layer, "n_remove": n_remove, "seeds": args.removal_seeds,
                     "scope_params": len(scope), "train_marked": int(marked_train.sum())},
         "full_model": base,
         "full_probe_balanced_accuracy": float(fit.balanced_accuracy),
-        "removed_share_marked": {k: float(marked_train[v].mean()) for k, v in rankings.items()},
+        "lambda_reg": lam,
+        "removed_share_marked": {k: float(marked_train[v].mean()) for k, v in every.items()},
         "removed_share_circle": {k: float((table["label"][v] == 0).mean())
-                                 for k, v in rankings.items()},
+                                 for k, v in every.items()},
         "full": full,
         "arms": {k: _arm_summary(full, v, arms["random"]) for k, v in arms.items()},
         "seconds": {"trak": trak_seconds, "retrains": retrain_seconds,
@@ -652,6 +675,12 @@ def main() -> None:
     parser.add_argument("--shapes-checkpoints", type=int, default=3)
     parser.add_argument("--shapes-proj-dim", type=int, default=400)
     parser.add_argument("--lambda-reg", type=float, default=0.0)
+    parser.add_argument("--lambda-rel", type=float, default=10.0,
+                        help="concept_removal: the ridge arms' lambda_reg as a multiple of "
+                             "the mean diagonal of X^T X")
+    parser.add_argument("--arms", default="",
+                        help="concept_removal: comma-separated rankings to retrain without "
+                             "(default: all; random and random_marked always run)")
     args = parser.parse_args()
     if args.model == "small_resnet":
         print(json.dumps(cnn_lds(args), indent=1))
