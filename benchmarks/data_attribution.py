@@ -346,11 +346,15 @@ def _concept_metrics(model: nn.Module, images: torch.Tensor, truth: np.ndarray,
     with torch.no_grad():
         preds = torch.cat([model(b).argmax(1) for b in images.split(200)]).numpy()
     other = labels != spurious_class
-    return {"probe_balanced_accuracy": float(fit.balanced_accuracy),
-            "probe_heldout_margin": margin,
-            "fixed_probe_contrast": float(logit[truth].mean() - logit[~truth].mean()),
-            "spurious_rate": float(np.mean(preds[truth & other] == spurious_class)),
-            "accuracy": float(np.mean(preds == labels))}
+    out = {"probe_balanced_accuracy": float(fit.balanced_accuracy),
+           "probe_heldout_margin": margin,
+           "fixed_probe_contrast": float(logit[truth].mean() - logit[~truth].mean()),
+           "accuracy": float(np.mean(preds == labels))}
+    if (truth & other).any():  # shapes: marked images of the other classes
+        out["spurious_rate"] = float(np.mean(preds[truth & other] == spurious_class))
+    else:  # a class concept: the class's recall
+        out["class_recall"] = float(np.mean(preds[truth] == spurious_class))
+    return out
 
 
 def _arm_summary(full: list[dict], arm: list[dict], rand: list[dict]) -> dict:
@@ -493,6 +497,93 @@ def concept_removal_shapes(args: argparse.Namespace) -> dict:
         "arms": {k: _arm_summary(full, v, arms["random"]) for k, v in arms.items()},
         "seconds": {"trak": trak_seconds, "retrains": retrain_seconds,
                     "total": time.perf_counter() - t_all},
+    }
+
+
+def concept_removal_digits(args: argparse.Namespace) -> dict:
+    """The removal check on the demo CNN trained on digits (SmallResNet, the demo's
+    recipe, 4 checkpoints) for a concept narrower than "odd": one digit class
+    (``--digit``) probed at ``--concept-layer``. Arms as in the shapes check, the
+    ceiling being ``--remove`` random training images of that class."""
+    from dataclasses import replace
+
+    from deepprofile.concepts.probes import fit_probe
+    from deepprofile.data import load_dataset
+    from deepprofile.data_attribution.outputs import ConceptProbeOutput, params_up_to
+    from deepprofile.demo import demo_config
+    from deepprofile.models import build_model, load_model
+    from deepprofile.models.train import train
+
+    t_all = time.perf_counter()
+    layer, c = args.concept_layer, args.digit
+    train_set, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    n, n_remove = len(train_set), args.remove
+    train_labels = train_set.targets.numpy()
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    labels = test.targets.numpy()
+    truth = labels == c
+    tmp = Path(tempfile.mkdtemp())
+    monitor = Subset(test, range(0, len(test), 8))
+
+    def fit_model(idx: np.ndarray, seed: int, name: str, n_checkpoints: int = 1):
+        cfg = replace(demo_config(seed, fast=False), n_checkpoints=n_checkpoints)
+        return train(cfg, tmp / name, train_set=Subset(train_set, idx.tolist()),
+                     test_set=monitor, quiet=True)
+
+    res = fit_model(np.arange(n), 0, "attributed", n_checkpoints=4)
+    model = load_model(res.final_checkpoint)[0]
+    fit = fit_probe(_layer_means(model, images, layer), truth)
+    infos = checkpoint_infos(res.checkpoints)
+    template = build_model("small_resnet", num_classes=10, in_channels=1)
+    store = FeatureStore(tmp / "f.zarr")
+
+    def ensemble(lambda_reg: float) -> TrakEnsemble:
+        return TrakEnsemble(template, infos, train_set, store, proj_dim=args.proj_dim,
+                            lambda_reg=lambda_reg, batch_size=64, quiet=True)
+
+    ens = ensemble(0.0)
+    scope = params_up_to(ens.model, layer, images[:1])
+    pos, neg = truth / truth.sum(), (~truth) / (~truth).sum()
+    out = ConceptProbeOutput(layer, "mean", fit.weight, fit.bias)
+    name = f"upto-{layer}"
+    s_con = ens.scores(out, test, scope=scope, scope_name=name, groups=(pos - neg)[None])[:, 0]
+    diag = float((ens.features(infos[-1], scope, name).read()[0].astype(np.float64) ** 2)
+                 .sum(0).mean())
+    s_ridge = ensemble(args.lambda_rel * diag).scores(out, test, scope=scope, scope_name=name,
+                                                      groups=(pos - neg)[None])[:, 0]
+
+    def top(v: np.ndarray) -> np.ndarray:
+        return np.argsort(-v, kind="stable")[:n_remove]
+
+    rankings = {"trak_margin_helpful": top(s_con), "ridge_margin_helpful": top(s_ridge)}
+    members = np.flatnonzero(train_labels == c)
+    full, arms = [], {k: [] for k in [*rankings, "random", "random_in_class"]}
+    for seed in range(args.removal_seeds):
+        rng = np.random.default_rng(10_000 + seed)
+        removed = dict(rankings)
+        removed["random"] = rng.choice(n, size=n_remove, replace=False)
+        removed["random_in_class"] = rng.choice(members, size=min(n_remove, len(members)),
+                                                replace=False)
+        seed_model = model if seed == 0 else load_model(
+            fit_model(np.arange(n), seed, f"s{seed}_full").final_checkpoint)[0]
+        f = fit_probe(_layer_means(seed_model, images, layer), truth)
+        probe = (f.weight, f.bias)
+        full.append(_concept_metrics(seed_model, images, truth, labels, layer, c, probe))
+        for arm, drop in removed.items():
+            r = fit_model(np.setdiff1d(np.arange(n), drop), seed, f"s{seed}_{arm}")
+            arms[arm].append(_concept_metrics(load_model(r.final_checkpoint)[0], images,
+                                              truth, labels, layer, c, probe))
+    return {
+        "setting": {"data": f"digits 32x32, n={n}", "model": "SmallResNet (demo recipe)",
+                    "concept": f"digit {c}", "layer": layer, "checkpoints": len(infos),
+                    "proj_dim": args.proj_dim, "lambda_rel": args.lambda_rel,
+                    "n_remove": n_remove, "seeds": args.removal_seeds,
+                    "train_in_class": int(len(members))},
+        "full": full,
+        "removed_share_in_class": {k: float((train_labels[v] == c).mean())
+                                   for k, v in rankings.items()},
+        "arms": {k: _arm_summary(full, v, arms["random"]) for k, v in arms.items()},
+        "seconds": time.perf_counter() - t_all,
     }
 
 
@@ -678,6 +769,8 @@ def main() -> None:
     parser.add_argument("--lambda-rel", type=float, default=10.0,
                         help="concept_removal: the ridge arms' lambda_reg as a multiple of "
                              "the mean diagonal of X^T X")
+    parser.add_argument("--digit", type=int, default=3,
+                        help="concept_removal_digits: the digit class probed as the concept")
     parser.add_argument("--arms", default="",
                         help="concept_removal: comma-separated rankings to retrain without "
                              "(default: all; random and random_marked always run)")
@@ -686,7 +779,8 @@ def main() -> None:
         print(json.dumps(cnn_lds(args), indent=1))
         return
     parts = set(args.parts.split(","))
-    shapes_parts = {"concept_removal": concept_removal_shapes, "shapes_detector": shapes_detector}
+    shapes_parts = {"concept_removal": concept_removal_shapes, "shapes_detector": shapes_detector,
+                    "concept_removal_digits": concept_removal_digits}
     if parts <= set(shapes_parts):  # shapes only: no digits MLP needed
         torch.manual_seed(0)
         print(json.dumps({p: shapes_parts[p](args) for p in sorted(parts)}, indent=1))
