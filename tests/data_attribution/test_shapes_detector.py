@@ -69,9 +69,10 @@ def _run(tmp_path, marker_rate: float):
 def test_pipeline_precision_bookkeeping_against_the_marker_truth(tmp_path):
     """precision@k of the class and concept targets against the training set's marker
     truth, with the base rate computed independently from the generator. The values
-    themselves are no detector: measured on this tiny model, 0.05-0.20 against a base
-    rate of 0.25 on the spurious model, because TRAK ranks the rare *unmarked* circles
-    (high leverage, larger 1 - p) above the marked ones; see docs/data_attribution.md."""
+    themselves are no detector (measured on this tiny model: 0.05-0.20 against a base
+    rate of 0.25 on the spurious model; on the demo CNN the class target ranks the rare
+    unmarked circles above the marked ones, and on the clean model the rare marked
+    ones on top); see docs/data_attribution.md."""
     from deepprofile.concepts.sets import shapes_concepts
 
     rate = 0.9
