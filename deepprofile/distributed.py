@@ -44,7 +44,9 @@ def _fill_task(checkpoint: str, dataset_spec: dict[str, Any], store_path: str,
     from deepprofile.capture.runner import fill_chunks
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
+    from deepprofile.testhooks import kill_point
 
+    kill_point("capture-task")
     # torch's thread count is process-wide: set it only in a worker process of its own, never
     # in the caller's process (processes=False runs tasks as threads there), and restore it.
     own_process = caller_pid is None or os.getpid() != caller_pid
@@ -211,7 +213,15 @@ def map_layers(fn: Callable[..., Any], layers: Sequence[Any], client: Any,
     if client is None:
         return [fn(layer, *args) for layer in layers]
     name = getattr(fn, "__name__", "layer-task")
-    futures = [client.submit(fn, layer, *args, key=f"{name}-{i}-{uuid.uuid4().hex}",
+    futures = [client.submit(_layer_task, fn, layer, *args, key=f"{name}-{i}-{uuid.uuid4().hex}",
                              pure=False)
                for i, layer in enumerate(layers)]
     return client.gather(futures)
+
+
+def _layer_task(fn: Callable[..., Any], layer: Any, *args: Any) -> Any:
+    """Run one per-layer task on a worker (the ``layer-task`` fault-injection point first)."""
+    from deepprofile.testhooks import kill_point
+
+    kill_point("layer-task")
+    return fn(layer, *args)
