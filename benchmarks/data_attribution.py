@@ -546,16 +546,19 @@ def concept_removal_digits(args: argparse.Namespace) -> dict:
     pos, neg = truth / truth.sum(), (~truth) / (~truth).sum()
     out = ConceptProbeOutput(layer, "mean", fit.weight, fit.bias)
     name = f"upto-{layer}"
-    s_con = ens.scores(out, test, scope=scope, scope_name=name, groups=(pos - neg)[None])[:, 0]
+    groups = np.stack([pos - neg, pos])  # the probe's margin; its logit on the class only
+    plain = ens.scores(out, test, scope=scope, scope_name=name, groups=groups)
     diag = float((ens.features(infos[-1], scope, name).read()[0].astype(np.float64) ** 2)
                  .sum(0).mean())
-    s_ridge = ensemble(args.lambda_rel * diag).scores(out, test, scope=scope, scope_name=name,
-                                                      groups=(pos - neg)[None])[:, 0]
+    ridge = ensemble(args.lambda_rel * diag).scores(out, test, scope=scope, scope_name=name,
+                                                    groups=groups)
 
     def top(v: np.ndarray) -> np.ndarray:
         return np.argsort(-v, kind="stable")[:n_remove]
 
-    rankings = {"trak_margin_helpful": top(s_con), "ridge_margin_helpful": top(s_ridge)}
+    every = {"trak_margin_helpful": top(plain[:, 0]), "trak_positive_helpful": top(plain[:, 1]),
+             "ridge_margin_helpful": top(ridge[:, 0]), "ridge_positive_helpful": top(ridge[:, 1])}
+    rankings = {k: every[k] for k in (args.arms.split(",") if args.arms else every)}
     members = np.flatnonzero(train_labels == c)
     full, arms = [], {k: [] for k in [*rankings, "random", "random_in_class"]}
     for seed in range(args.removal_seeds):
@@ -581,7 +584,7 @@ def concept_removal_digits(args: argparse.Namespace) -> dict:
                     "train_in_class": int(len(members))},
         "full": full,
         "removed_share_in_class": {k: float((train_labels[v] == c).mean())
-                                   for k, v in rankings.items()},
+                                   for k, v in every.items()},
         "arms": {k: _arm_summary(full, v, arms["random"]) for k, v in arms.items()},
         "seconds": time.perf_counter() - t_all,
     }
