@@ -117,10 +117,14 @@ def _shortcut_detector(tmp_path, marker_rate: float) -> dict:
     with torch.no_grad():
         preds = model(torch.stack([eval_set[i][0] for i in range(400)])).argmax(1).numpy()
     other = labels_ev != 0
+    # measured with TRAKer's formula (no ridge): pin it where TrakEnsemble has a ridge default
+    import inspect
+
+    plain = {"ridge": 0.0} if "ridge" in inspect.signature(TrakEnsemble).parameters else {}
     ens = TrakEnsemble(build_model("small_resnet", num_classes=4, in_channels=3, widths=widths),
                        checkpoint_infos(res.checkpoints), train_set,
                        FeatureStore(tmp_path / "f.zarr"), proj_dim=400, batch_size=64,
-                       quiet=True)
+                       quiet=True, **plain)
     scores = shortcut_scores(ens, eval_set, labels_ev, marked_ev, spurious_class=0)
     effect = group_effect(scores, tt["marker"].astype(bool), tt["label"].astype(int))
     return {"uses_marker": float(np.mean(preds[marked_ev & other] == 0)
