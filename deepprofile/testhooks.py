@@ -5,13 +5,14 @@ process kills itself, without any cleanup, the first time it reaches that point.
 kill tests in ``tests/capture/test_kill.py`` use it to show that a rerun after a crash
 at any of these points ends byte-identical to an uninterrupted run.
 
-``DEEPPROFILE_TEST_KILL_ONCE=<point>:<marker file>``: the first process (of all that
-inherit the variable, e.g. the worker processes of a Dask ``LocalCluster`` started after
-it was set) to reach ``<point>`` creates the marker file (``O_CREAT | O_EXCL``, so only one
-process can) and kills itself; every later arrival, in any process, carries on. The
-worker-kill tests use it to show that Dask retries the lost task on another worker and
-the run ends identical to one process. The marker holds the killed process's id. Never
-use it with in-process (``processes=False``) workers: it would kill the caller.
+``DEEPPROFILE_TEST_KILL_ONCE=<point>[,<point>...]:<marker file>``: the first process (of
+all that inherit the variable, e.g. the worker processes of a Dask ``LocalCluster`` started
+after it was set) to reach one of the points creates the marker file (``O_CREAT | O_EXCL``,
+so only one process can) and kills itself; every later arrival, in any process, carries
+on. The worker-kill tests use it to show that Dask retries the lost task on another worker
+and the run ends identical to one process. The marker holds the killed process's id;
+deleting it arms the hook again. Never use it with in-process (``processes=False``)
+workers, nor with a point the calling process reaches itself: it would kill the caller.
 
 Points: ``store-created`` (temporary store folder made, metadata not yet written),
 ``store-metadata`` (metadata written, store not yet renamed into place),
@@ -39,8 +40,8 @@ def kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     once = os.environ.get(ENV_ONCE)
     if once:
-        point, _, marker = once.partition(":")
-        if point == name and marker and _claim(marker):
+        points, _, marker = once.partition(":")
+        if name in points.split(",") and marker and _claim(marker):
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -34,6 +34,8 @@ def test_kill_once_kills_only_the_first_process_at_the_point(tmp_path):
     assert marker.read_text().strip().isdigit()
     second = _run("here", f"here:{marker}")
     assert second.returncode == 0 and second.stdout.strip() == "alive"
+    marker.unlink()  # re-armed: the next arrival at any listed point dies
+    assert _run("there", f"here,there:{marker}").returncode == -9
 
 
 @pytest.mark.slow
