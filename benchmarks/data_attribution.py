@@ -24,6 +24,14 @@ with the same recipe. TRAK over all kept checkpoints, over the first seed's only
 over its final checkpoint only, TracInCP on the same checkpoints (``--no-tracin`` skips
 it) and random scores.
 
+Concept parts (the demo CNN; no digits MLP is trained when only these run):
+``--parts concept_removal`` is Konz et al.'s removal check on the ``shapes`` marker
+probed at ``--concept-layer`` (plain TRAK and TRAK with a ridge of ``--lambda-rel`` times
+the mean diagonal of X^T X, against random and marked images);
+``--parts concept_removal_digits`` the same for one digit class (``--digit``);
+``--parts shapes_detector`` the training-point-ranking detector, spurious vs clean model;
+``--parts concept_removal_odd`` the earlier "odd digit" check on the MLP.
+
 Prints one JSON object.
 
     python benchmarks/data_attribution.py [--m 32] [--targets 50] [--seeds 3]
