@@ -17,9 +17,13 @@ doubles from 1 to several models in the TRAK paper), but one model still ranks.
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +114,71 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     tmp.replace(path)
 
 
+class _Cluster:
+    """The Dask client of one ``run_data_attribution`` call, started on first use (so bad
+    input is refused before a cluster starts) and closed when the call ends."""
+
+    def __init__(self, scheduler: str | Any) -> None:
+        self.scheduler = scheduler
+        self.stack = ExitStack()
+        self.client: Any = None
+
+    def get(self) -> Any:
+        if self.client is None:
+            if isinstance(self.scheduler, str):
+                from deepprofile.distributed import client_for
+
+                self.client = self.stack.enter_context(client_for(self.scheduler))
+            else:
+                self.client = self.scheduler  # a dask.distributed.Client given by the caller
+        return self.client
+
+
+_cluster: contextvars.ContextVar[_Cluster | None] = contextvars.ContextVar(
+    "deepprofile_data_attribution_cluster", default=None)
+
+
+def _where_and_budget(fn: Callable[..., DataAttributionResult]
+                      ) -> Callable[..., DataAttributionResult]:
+    """Run ``fn`` (``run_data_attribution``) under its ``memory_budget`` and with its
+    ``scheduler``'s cluster available to :func:`_featurize`; both are checked first."""
+    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> DataAttributionResult:
+        from deepprofile.attribution.memory import memory_budget, parse_budget
+
+        scheduler = kwargs.get("scheduler", defaults["scheduler"])
+        if isinstance(scheduler, str):
+            from deepprofile.distributed import parse_scheduler
+
+            parse_scheduler(scheduler)  # one-line error before any work
+        budget = parse_budget(kwargs.get("memory_budget", defaults["memory_budget"]))
+        cluster = None if scheduler is None else _Cluster(scheduler)
+        token = _cluster.set(cluster)
+        try:
+            with memory_budget(budget):
+                return fn(*args, **kwargs)
+        finally:
+            _cluster.reset(token)
+            if cluster is not None:
+                cluster.stack.close()
+
+    return wrapper
+
+
+def _featurize(ens: TrakEnsemble, scope: Sequence[str] | None = None,
+               scope_name: str = "all") -> None:
+    """With a scheduler, fill the feature store with Dask tasks; in one process
+    ``ens.scores`` featurises by itself."""
+    cluster = _cluster.get()
+    if cluster is not None:
+        from deepprofile.data_attribution.distributed import featurize_distributed
+
+        featurize_distributed(ens, cluster.get(), scope, scope_name)
+
+
+@_where_and_budget
 def run_data_attribution(
     run_dir: str | Path,
     *,
@@ -128,11 +197,19 @@ def run_data_attribution(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     quiet: bool = False,
+    scheduler: str | Any = None,
+    memory_budget: int | str | None = "2GiB",
 ) -> DataAttributionResult:
     """TRAK scores for ``targets`` (``predictions`` and/or ``concept:NAME``) of a run.
 
     ``proj_dim`` defaults to ``min(512, n_train // 2)``; ``ridge`` (relative to the mean
-    eigenvalue of ``X^T X``, 0 = traker's scores) is documented in :mod:`.trak`.
+    eigenvalue of ``X^T X``, 0 = traker's scores) is documented in :mod:`.trak`. With
+    ``scheduler`` (``local:N``, ``tcp://HOST:PORT`` or a ``dask.distributed.Client``) the training
+    features are computed as Dask tasks, one per checkpoint and range of training
+    samples (:mod:`deepprofile.data_attribution.distributed`); scoring runs here.
+    ``memory_budget`` (bytes or text such as ``"8GiB"``; ``None``/``"none"``: unbounded)
+    caps the samples of one per-sample-gradient pass (parameter gradients and
+    activations), for training features and targets alike.
     """
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
@@ -208,6 +285,7 @@ def run_data_attribution(
     if "predictions" in kinds:
         rows = _spread(len(rows_all), n_targets)
         targets_ds = Subset(test_set, rows_all[rows].tolist())
+        _featurize(ens)
         scores = ens.scores(MarginOutput(), targets_ds)
         classes = sorted(set(preds_all[rows].tolist()))
         groups = np.stack([(preds_all[rows] == c) / max(1, (preds_all[rows] == c).sum())
@@ -249,6 +327,7 @@ def run_data_attribution(
             pos = np.arange(len(rows_all))
         pos = pos[_spread(len(pos), n_targets)]
         scope = params_up_to(ens.model, probe.layer, train_set[0][0].unsqueeze(0))
+        _featurize(concept_ens, scope, f"upto-{probe.layer}")
         scores = concept_ens.scores(ConceptProbeOutput.from_probe(probe),
                             Subset(test_set, rows_all[pos].tolist()), scope=scope,
                             scope_name=f"upto-{probe.layer}",

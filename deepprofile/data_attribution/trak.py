@@ -220,20 +220,37 @@ class TrakEnsemble:
 
     def _project(self, gc: ScopedGradientComputer, projector: AbstractProjector,
                  batch: tuple[Tensor, Tensor], model_id: int) -> Tensor:
+        from deepprofile.attribution.memory import current_budget
+        from deepprofile.data_attribution.featurize import samples_per_pass
+
+        cap = samples_per_pass(gc.model, batch[0][:1], gc.n_params, projector,
+                               current_budget())
+        if cap is not None and len(batch[0]) > cap:  # the memory bound: several passes
+            return torch.cat([self._project(gc, projector, (batch[0][i:i + cap],
+                                                            batch[1][i:i + cap]), model_id)
+                              for i in range(0, len(batch[0]), cap)])
         grads = gc.compute_per_sample_grad(batch=batch)
         out = projector.project(grads, model_id=model_id)
         return out / torch.sqrt(torch.tensor(float(gc.n_params)))
+
+    def feature_array(self, ckpt: CheckpointInfo, scope: Sequence[str] | None,
+                      scope_name: str = "all") -> FeatureArray:
+        """The store's feature array of ``ckpt`` (created empty when new)."""
+        key = feature_key(scope_name, ckpt.sha256, self.proj_dim, self.projector_seed)
+        config = {"checkpoint": ckpt.path, "sha256": ckpt.sha256, "scope": scope_name,
+                  "scope_params": list(scope) if scope is not None else None,
+                  "projector_seed": self.projector_seed, "output": "margin"}
+        return self.store.open_or_create(key, config, n_train=self.n_train,
+                                         proj_dim=self.proj_dim, chunk_size=self.chunk_size)
 
     def features(self, ckpt: CheckpointInfo, scope: Sequence[str] | None,
                  scope_name: str = "all",
                  progress: Callable[[int], None] | None = None) -> FeatureArray:
         """Featurise the training set for one checkpoint (pending chunks only)."""
-        key = feature_key(scope_name, ckpt.sha256, self.proj_dim, self.projector_seed)
-        config = {"checkpoint": ckpt.path, "sha256": ckpt.sha256, "scope": scope_name,
-                  "scope_params": list(scope) if scope is not None else None,
-                  "projector_seed": self.projector_seed, "output": "margin"}
-        feats = self.store.open_or_create(key, config, n_train=self.n_train,
-                                          proj_dim=self.proj_dim, chunk_size=self.chunk_size)
+        from deepprofile.attribution.memory import current_budget
+        from deepprofile.data_attribution.featurize import featurize_chunks
+
+        feats = self.feature_array(ckpt, scope, scope_name)
         pending = feats.pending_chunks()
         if not pending:
             return feats
@@ -241,15 +258,10 @@ class TrakEnsemble:
         gc = ScopedGradientComputer(self.model, MarginOutput(), scope, self.device)
         projector = make_projector(gc.n_params, self.proj_dim, self.projector_seed,
                                    ckpt.model_id, self.device)
-        for chunk_id in pending:
-            start, stop = feats.chunk_bounds(chunk_id)
-            rows, qs = [], []
-            for x, y in _batches(self.train_set, start, stop, self.batch_size, self.device):
-                rows.append(self._project(gc, projector, (x, y), ckpt.model_id).cpu())
-                qs.append(gc.compute_loss_grad((x, y)).reshape(-1).detach().cpu())
-            feats.write_chunk(chunk_id, torch.cat(rows).numpy(), torch.cat(qs).numpy())
-            if progress:
-                progress(stop - start)
+        featurize_chunks(gc, projector, self.train_set, feats, pending,
+                         model_id=ckpt.model_id, n_params=gc.n_params,
+                         batch_size=self.batch_size, device=self.device, progress=progress,
+                         budget=current_budget())
         return feats
 
     def featurize(self, scope: Sequence[str] | None = None, scope_name: str = "all") -> None:

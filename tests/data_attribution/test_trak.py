@@ -9,6 +9,7 @@ import pytest
 import torch
 from trak import TRAKer
 
+from deepprofile.data_attribution import featurize
 from deepprofile.data_attribution.outputs import MarginOutput
 from deepprofile.data_attribution.store import FeatureStore
 from deepprofile.data_attribution.trak import (
@@ -91,20 +92,20 @@ def test_features_resume_and_are_never_recomputed(tiny_setup, tmp_path, monkeypa
     ens = _ensemble(tiny_setup, tmp_path)
     ckpt = ens.checkpoints[0]
     calls = {"n": 0}
-    original = TrakEnsemble._project
+    original = featurize.margin_features
 
-    def dying(self, gc, projector, batch, model_id):
+    def dying(*args):
         calls["n"] += 1
         if calls["n"] == 3:  # 50-sample chunks of 32-sample batches: chunk 0 done, 1 not
             raise KeyboardInterrupt
-        return original(self, gc, projector, batch, model_id)
+        return original(*args)
 
-    monkeypatch.setattr(TrakEnsemble, "_project", dying)
+    monkeypatch.setattr(featurize, "margin_features", dying)
     with pytest.raises(KeyboardInterrupt):
         ens.features(ckpt, None)
     (key,) = ens.store.keys()
     assert ens.store.get(key).pending_chunks() == [1, 2]
-    monkeypatch.setattr(TrakEnsemble, "_project", original)
+    monkeypatch.setattr(featurize, "margin_features", original)
     fresh = _ensemble(tiny_setup, tmp_path)
     arr = fresh.features(ckpt, None)
     resumed, _ = arr.read()
@@ -114,7 +115,7 @@ def test_features_resume_and_are_never_recomputed(tiny_setup, tmp_path, monkeypa
     def never(*a, **k):
         raise AssertionError("finished features were recomputed")
 
-    monkeypatch.setattr(TrakEnsemble, "_project", never)
+    monkeypatch.setattr(featurize, "margin_features", never)
     _ensemble(tiny_setup, tmp_path).features(ckpt, None)
 
 
