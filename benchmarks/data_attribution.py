@@ -484,6 +484,10 @@ def concept_removal_shapes(args: argparse.Namespace) -> dict:
                         .sum(0).mean()) for name, sc in ((f"upto-{layer}", scope), ("all", None))}
     lam = {k: args.lambda_rel * v for k, v in diag.items()}
     ridge = probe_scores(ensemble(lam[f"upto-{layer}"]))
+    # the engine's own ridge (``--ridge``, per checkpoint): what the pipeline's users get
+    engine = probe_scores(TrakEnsemble(template, infos, train_set, store,
+                                       proj_dim=args.shapes_proj_dim, batch_size=64,
+                                       quiet=True, ridge=args.ridge))
     s_short_ridge = shortcut_scores(ensemble(lam["all"]), eval_set, labels, truth, spurious)
     trak_seconds = time.perf_counter() - t
     q = np.mean([ens.features(c, scope, f"upto-{layer}").read()[1] for c in infos], axis=0)
@@ -505,6 +509,8 @@ def concept_removal_shapes(args: argparse.Namespace) -> dict:
         "ridge_margin_abs": top(np.abs(ridge[:, 1])),
         "ridge_margin_harmful": top(-ridge[:, 1]),
         "ridge_shortcut_helpful": top(s_short_ridge),
+        "engine_ridge_margin_helpful": top(engine[:, 1]),
+        "engine_ridge_positive_helpful": top(engine[:, 0]),  # the pipeline's concept target
     }
     arm_names = args.arms.split(",") if args.arms else list(every)
     rankings = {k: every[k] for k in arm_names}
@@ -536,7 +542,8 @@ def concept_removal_shapes(args: argparse.Namespace) -> dict:
                     "model": "SmallResNet 8/16/32 (the demo's shapes CNN)",
                     "epochs": args.shapes_epochs, "checkpoints": len(infos),
                     "proj_dim": args.shapes_proj_dim, "lambda_rel": args.lambda_rel,
-                    "layer": layer, "n_remove": n_remove, "seeds": args.removal_seeds,
+                    "engine_ridge": args.ridge, "layer": layer, "n_remove": n_remove,
+                    "seeds": args.removal_seeds,
                     "scope_params": len(scope), "train_marked": int(marked_train.sum())},
         "full_model": base,
         "full_probe_balanced_accuracy": float(fit.balanced_accuracy),
@@ -672,6 +679,7 @@ def shapes_detector(args: argparse.Namespace) -> dict:
     out: dict = {"setting": {"n_train": args.shapes_n, "epochs": args.shapes_epochs,
                              "checkpoints": args.shapes_checkpoints,
                              "proj_dim": args.shapes_proj_dim, "ks": [20, 50],
+                             "ridge": args.shapes_ridge, "lambda_reg": args.lambda_reg,
                              "eval": f"{len(eval_set)} shapes, half of every class marked"},
                  "models": []}
     for kind, rate in (("spurious", 0.9), ("clean", 0.05)):
@@ -690,7 +698,9 @@ def shapes_detector(args: argparse.Namespace) -> dict:
             ens = TrakEnsemble(template, checkpoint_infos(res.checkpoints), train_set,
                                FeatureStore(tmp / f"{kind}{s}.zarr"),
                                proj_dim=args.shapes_proj_dim, lambda_reg=args.lambda_reg,
-                               batch_size=64, quiet=True, **_no_relative_ridge())
+                               batch_size=64, quiet=True,
+                               **({"ridge": args.shapes_ridge} if args.shapes_ridge
+                                  else _no_relative_ridge()))
             rows = np.flatnonzero(preds == 0)
             scores = {
                 "predicted_class": ens.scores(MarginOutput(), Subset(eval_set, rows.tolist()),
@@ -718,7 +728,7 @@ def shapes_detector(args: argparse.Namespace) -> dict:
             feats = ens.features(ens.checkpoints[-1], None).read()[0].astype(np.float64)
             diag = float((feats ** 2).sum(0).mean())
             row["shortcut_contrast_ridge"] = {}
-            for rel in (1.0, 10.0):
+            for rel in (1.0, 10.0) if not args.shapes_ridge else ():
                 ridged = TrakEnsemble(template, ens.checkpoints, train_set, ens.store,
                                       proj_dim=args.shapes_proj_dim, lambda_reg=rel * diag,
                                       batch_size=64, quiet=True, **_no_relative_ridge())
@@ -931,6 +941,9 @@ def main() -> None:
     parser.add_argument("--shapes-checkpoints", type=int, default=3)
     parser.add_argument("--shapes-proj-dim", type=int, default=400)
     parser.add_argument("--lambda-reg", type=float, default=0.0)
+    parser.add_argument("--shapes-ridge", type=float, default=0.0,
+                        help="shapes_detector: the engine's relative ridge (0: TRAKer's "
+                             "formula, as first measured; 1: the pipeline's default)")
     parser.add_argument("--lambda-rel", type=float, default=10.0,
                         help="concept_removal: the ridge arms' lambda_reg as a multiple of "
                              "the mean diagonal of X^T X")

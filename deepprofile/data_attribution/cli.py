@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
         train_root: Annotated[Path | None, typer.Option(
             help="Image folder for --train-data folder.")] = None,
         target: Annotated[list[str] | None, typer.Option(
-            "--target", help="predictions or concept:NAME; repeat for several.")] = None,
+            "--target", help="predictions, concept:NAME or shortcut:CONCEPT:CLASS (does the "
+            "model use CONCEPT for CLASS? needs training-set ground truth, e.g. shapes: "
+            "shortcut:marker:circle); repeat for several.")] = None,
         checkpoint: Annotated[list[Path] | None, typer.Option(
             "--checkpoint", help="Checkpoint files (default: the model folder's "
             "checkpoints/epoch_*.pt); repeat for several.")] = None,

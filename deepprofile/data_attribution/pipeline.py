@@ -38,6 +38,12 @@ from deepprofile.data_attribution.results import (
     precision_at_k,
     top_k,
 )
+from deepprofile.data_attribution.shortcut_target import (
+    is_shortcut,
+    prepare_shortcut,
+    score_shortcut,
+    test_concept_mask,
+)
 from deepprofile.data_attribution.store import FeatureStore
 from deepprofile.data_attribution.trak import (
     DEFAULT_RIDGE,
@@ -200,7 +206,9 @@ def run_data_attribution(
     scheduler: str | Any = None,
     memory_budget: int | str | None = "2GiB",
 ) -> DataAttributionResult:
-    """TRAK scores for ``targets`` (``predictions`` and/or ``concept:NAME``) of a run.
+    """TRAK scores for ``targets`` (``predictions``, ``concept:NAME``, ``shortcut:CONCEPT:CLASS``)
+    of a run. A shortcut target (:mod:`.shortcut_target`) also reports the detector's z
+    for the concept's training images (training sets with ground truth: ``shapes``).
 
     ``proj_dim`` defaults to ``min(512, n_train // 2)``; ``ridge`` (relative to the mean
     eigenvalue of ``X^T X``, 0 = traker's scores) is documented in :mod:`.trak`. With
@@ -251,8 +259,9 @@ def run_data_attribution(
 
     kinds = [t.strip() for t in targets]
     for t in kinds:
-        if t != "predictions" and not t.startswith("concept:"):
-            raise DataAttributionError(f"Unknown target {t!r}; use predictions or concept:NAME.")
+        if t != "predictions" and not t.startswith("concept:") and not is_shortcut(t):
+            raise DataAttributionError(f"Unknown target {t!r}; use predictions, concept:NAME "
+                                       "or shortcut:CONCEPT:CLASS.")
     store = run.store()
     if test_set is None:
         test_set = dataset_from_spec(dict(overview["dataset"]))
@@ -271,16 +280,22 @@ def run_data_attribution(
                 probe = _pick_probe(probes, name, concept_layer)
                 concept_jobs.append((name, probe, cset.mask(name)))
 
+    truth = shapes_truth(train_set)
+    names = overview.get("class_names") or [str(c) for c in range(info.num_classes)]
+    shortcut_jobs = [prepare_shortcut(
+        t, class_names=names, store_rows=rows_all, store_labels=np.asarray(store.labels),
+        test_mask=functools.partial(test_concept_mask, run.path, test_set, rows_all),
+        train_truth=truth[0] if truth else None, n_targets=n_targets)
+        for t in kinds if is_shortcut(t)]
+
     # -- nothing written before this line -------------------------------------------------
     ens = TrakEnsemble(model, infos, train_set, FeatureStore(run.path / STORE_NAME),
                        proj_dim=proj_dim, projector_seed=projector_seed, lambda_reg=lambda_reg,
                        ridge=ridge, batch_size=batch_size, device=device, quiet=quiet)
     train_labels = labels_of(train_set)
-    truth = shapes_truth(train_set)
     per_image = truth[1] if truth else None
     results: list[TargetAttribution] = []
     files: dict[str, str] = {}
-    names = overview.get("class_names") or [str(c) for c in range(info.num_classes)]
 
     if "predictions" in kinds:
         rows = _spread(len(rows_all), n_targets)
@@ -345,6 +360,20 @@ def run_data_attribution(
                     "probe_balanced_accuracy": float(probe.balanced_accuracy),
                     "n_scope_params": len(scope)}))
 
+    shortcuts = []
+    if shortcut_jobs:
+        _featurize(ens)
+        final_model = load_model(paths[-1], device="cpu")[0]
+    for job in shortcut_jobs:
+        scores_1d, target, detection = score_shortcut(job, ens, final_model, test_set,
+                                                      train_labels, per_image, k)
+        slug = f"{job.concept}_{job.class_index}".replace(":", "_")
+        path = run.path / SCORES_DIR / f"scores_shortcut_{slug}.npy"
+        _save_npy(path, scores_1d[:, None].astype(np.float32))
+        files[job.spec] = str(path.relative_to(run.path))
+        results.append(target)
+        shortcuts.append(detection)
+
     shown = sorted({r.index for t in results for r in (*t.helpful, *t.harmful)
                     if t.kind != "prediction" or t.column < 8})
     thumbs = np.stack([np.asarray(train_set[i][0], dtype=np.float32) for i in shown])
@@ -361,7 +390,7 @@ def run_data_attribution(
         seeds=tuple(sorted({int(c.seed) for c in infos if c.seed is not None})),
         targets=tuple(results), scores_files=files, warnings=tuple(notes),
         seconds=time.perf_counter() - t0, versions=package_versions(), date=now_iso(),
-        ridge=ridge)
+        ridge=ridge, shortcuts=tuple(shortcuts))
     run.write_result(RESULT_NAME, result)
     return result
 
@@ -381,5 +410,11 @@ def summarize_data_attribution(result: DataAttributionResult) -> str:
             line += (f"; precision@{p.k} for {p.truth} {p.precision:.2f} "
                      f"(base rate {p.base_rate:.2f})")
         lines.append(line)
+    for d in result.shortcuts:
+        e = d.effect
+        lines.append(f"  shortcut {d.concept} -> {d.class_name}: the {e.n_group} training "
+                     f"images with {d.concept} give z = {e.z:.1f} against random groups "
+                     f"(fires at z >= {d.threshold:g}: {'yes' if d.fires else 'no'}); "
+                     f"margin contrast on the model {d.model_contrast:.2f}")
     lines += [f"  warning: {w}" for w in result.warnings]
     return "\n".join(lines)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from deepprofile.data_attribution.shortcut_target import ShortcutDetection
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,8 @@ class TargetAttribution:
     """The training images that most raise (helpful) and lower (harmful) one target."""
 
     name: str
-    kind: str  # "prediction", "class" (mean over test images predicted as it) or "concept"
+    kind: str  # "prediction", "class" (mean over test images predicted as it), "concept"
+    #            or "shortcut" (deepprofile.data_attribution.shortcut_target)
     column: int
     n_images: int
     helpful: tuple[RankedImage, ...]
@@ -100,11 +104,13 @@ class DataAttributionResult:
     versions: dict[str, str] = field(default_factory=dict)
     date: str = ""
     ridge: float = 0.0  # relative to the mean eigenvalue of X^T X; 0 in older results
+    shortcuts: tuple[ShortcutDetection, ...] = ()  # shortcut:CONCEPT:CLASS targets' detector
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["targets"] = [t.to_dict() for t in self.targets]
         d["checkpoints"] = [dict(c) for c in self.checkpoints]
+        d["shortcuts"] = [s.to_dict() for s in self.shortcuts]
         return d
 
     @classmethod
@@ -115,7 +121,14 @@ class DataAttributionResult:
                    tuple(TargetAttribution.from_dict(t) for t in d["targets"]),
                    dict(d["scores_files"]), tuple(d.get("warnings", ())),
                    float(d.get("seconds", 0.0)), dict(d.get("versions", {})), d.get("date", ""),
-                   float(d.get("ridge", 0.0)))
+                   float(d.get("ridge", 0.0)),
+                   tuple(_shortcut_from_dict(s) for s in d.get("shortcuts", ())))
+
+
+def _shortcut_from_dict(d: dict[str, Any]) -> ShortcutDetection:
+    from deepprofile.data_attribution.shortcut_target import ShortcutDetection
+
+    return ShortcutDetection.from_dict(d)
 
 
 def top_k(scores: np.ndarray, k: int, labels: np.ndarray,

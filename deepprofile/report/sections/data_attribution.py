@@ -85,6 +85,27 @@ def data_attribution_section(ctx: ReportContext) -> Section | None:
                     "helpful training images that carry the ground-truth concept, against its "
                     "share in the whole training set (lift = precision / base rate; about 1 "
                     "when the ranking ignores the concept)."))
+    shortcuts = data.get("shortcuts") or []
+    if shortcuts:
+        sec.add(Table(
+            ["concept -> class", "training images with it", "summed TRAK score",
+             "random groups (mean +- std)", "z", "fires (z >= threshold)",
+             "margin contrast on the model", "test images (with / without)"],
+            [[f"{d['concept']} -> {d['class_name']}", str(d["effect"]["n_group"]),
+              fmt(d["effect"]["effect"]),
+              f"{fmt(d['effect']['null_mean'])} +- {fmt(d['effect']['null_std'])}",
+              fmt(d["effect"]["z"]),
+              f"{'yes' if d.get('fires') else 'no'} ({fmt(d.get('threshold', 3.0))})",
+              fmt(d["model_contrast"]), f"{d['n_marked']} / {d['n_unmarked']}"]
+             for d in shortcuts],
+            numeric=[False, True, True, False, True, False, True, False],
+            caption="Shortcut detector: the target is the class's margin on test images of "
+                    "the other classes with the concept minus without it; the statistic is "
+                    "the summed TRAK score of the training images that carry the concept "
+                    "(how much the target would drop without them) as a z-score against "
+                    "random groups with the same class counts. Fires at z >= 3 (separated "
+                    "a spurious from a clean model on the demo's shapes CNN; "
+                    "docs/data_attribution.md)."))
     for w in data.get("warnings") or []:
         sec.add(Text(w, note=True))
     return sec
