@@ -117,14 +117,11 @@ def _shortcut_detector(tmp_path, marker_rate: float) -> dict:
     with torch.no_grad():
         preds = model(torch.stack([eval_set[i][0] for i in range(400)])).argmax(1).numpy()
     other = labels_ev != 0
-    # measured with TRAKer's formula (no ridge): pin it where TrakEnsemble has a ridge default
-    import inspect
-
-    plain = {"ridge": 0.0} if "ridge" in inspect.signature(TrakEnsemble).parameters else {}
+    # the engine's default ridge (what the pipeline's users get)
     ens = TrakEnsemble(build_model("small_resnet", num_classes=4, in_channels=3, widths=widths),
                        checkpoint_infos(res.checkpoints), train_set,
                        FeatureStore(tmp_path / "f.zarr"), proj_dim=400, batch_size=64,
-                       quiet=True, **plain)
+                       quiet=True)
     scores = shortcut_scores(ens, eval_set, labels_ev, marked_ev, spurious_class=0)
     effect = group_effect(scores, tt["marker"].astype(bool), tt["label"].astype(int))
     return {"uses_marker": float(np.mean(preds[marked_ev & other] == 0)
@@ -136,12 +133,13 @@ def _shortcut_detector(tmp_path, marker_rate: float) -> dict:
 def test_shortcut_detector_fires_on_the_spurious_model_only(tmp_path, one_torch_thread):
     """Fires when the marked training images' summed TRAK score for the shortcut target
     (circle margin on marked minus unmarked images of the other shapes) is z >= 3 above
-    class-matched random groups. Measured over seeds 0-2 (``python
-    benchmarks/data_attribution.py --parts shapes_detector --removal-seeds 3``):
-    z = 10.1, 9.7, 8.9 on the spurious model (it calls 29-60% of marked other shapes
-    circles, 0% of unmarked ones) and 1.2, 0.4, -2.1 on the clean one (0.7-4.1% vs
-    0.6-3.2%). Seed 0 is asserted with the rule's threshold, which lies 5.9 below the
-    spurious model's lowest z and 1.8 above the clean model's highest."""
+    class-matched random groups, TRAK with the engine's default ridge (1). Measured
+    over seeds 0-2 (``python benchmarks/data_attribution.py --parts shapes_detector
+    --removal-seeds 3 --shapes-ridge 1``): z = 10.7, 9.3, 7.3 on the spurious model (it
+    calls 29-60% of marked other shapes circles, 0% of unmarked ones) and -0.1, -4.5,
+    1.0 on the clean one (0.7-4.1% vs 0.6-3.2%); without the ridge 10.1, 9.7, 8.9 and
+    1.2, 0.4, -2.1. Seed 0 is asserted with the rule's threshold, which lies 4.3 below
+    the spurious model's lowest z and 2.0 above the clean model's highest."""
     spurious = _shortcut_detector(tmp_path / "spurious", 0.9)
     clean = _shortcut_detector(tmp_path / "clean", 0.05)
     assert spurious["uses_marker"] > 0.2 and abs(clean["uses_marker"]) < 0.1
