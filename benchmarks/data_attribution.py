@@ -612,11 +612,17 @@ def concept_removal_digits(args: argparse.Namespace) -> dict:
     ridge = ensemble(args.lambda_rel * diag).scores(out, test, scope=scope, scope_name=name,
                                                     groups=groups)
 
+    engine = TrakEnsemble(template, infos, train_set, store, proj_dim=args.proj_dim,
+                          batch_size=64, quiet=True, ridge=args.ridge).scores(
+        out, test, scope=scope, scope_name=name, groups=groups)  # the engine's own ridge
+
     def top(v: np.ndarray) -> np.ndarray:
         return np.argsort(-v, kind="stable")[:n_remove]
 
     every = {"trak_margin_helpful": top(plain[:, 0]), "trak_positive_helpful": top(plain[:, 1]),
-             "ridge_margin_helpful": top(ridge[:, 0]), "ridge_positive_helpful": top(ridge[:, 1])}
+             "ridge_margin_helpful": top(ridge[:, 0]), "ridge_positive_helpful": top(ridge[:, 1]),
+             "engine_ridge_margin_helpful": top(engine[:, 0]),
+             "engine_ridge_positive_helpful": top(engine[:, 1])}
     rankings = {k: every[k] for k in (args.arms.split(",") if args.arms else every)}
     members = np.flatnonzero(train_labels == c)
     full, arms = [], {k: [] for k in [*rankings, "random", "random_in_class"]}
@@ -639,6 +645,7 @@ def concept_removal_digits(args: argparse.Namespace) -> dict:
         "setting": {"data": f"digits 32x32, n={n}", "model": "SmallResNet (demo recipe)",
                     "concept": f"digit {c}", "layer": layer, "checkpoints": len(infos),
                     "proj_dim": args.proj_dim, "lambda_rel": args.lambda_rel,
+                    "engine_ridge": args.ridge,
                     "n_remove": n_remove, "seeds": args.removal_seeds,
                     "train_in_class": int(len(members))},
         "full": full,
