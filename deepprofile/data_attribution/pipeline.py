@@ -17,12 +17,9 @@ doubles from 1 to several models in the TRAK paper), but one model still ranks.
 
 from __future__ import annotations
 
-import contextvars
-import functools
-import inspect
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -124,9 +121,9 @@ class _Cluster:
     """The Dask client of one ``run_data_attribution`` call, started on first use (so bad
     input is refused before a cluster starts) and closed when the call ends."""
 
-    def __init__(self, scheduler: str | Any) -> None:
+    def __init__(self, scheduler: str | Any, stack: ExitStack) -> None:
         self.scheduler = scheduler
-        self.stack = ExitStack()
+        self.stack = stack  # closes the client of a ``local:N`` / ``tcp://`` address
         self.client: Any = None
 
     def get(self) -> Any:
@@ -140,51 +137,16 @@ class _Cluster:
         return self.client
 
 
-_cluster: contextvars.ContextVar[_Cluster | None] = contextvars.ContextVar(
-    "deepprofile_data_attribution_cluster", default=None)
-
-
-def _where_and_budget(fn: Callable[..., DataAttributionResult]
-                      ) -> Callable[..., DataAttributionResult]:
-    """Run ``fn`` (``run_data_attribution``) under its ``memory_budget`` and with its
-    ``scheduler``'s cluster available to :func:`_featurize`; both are checked first."""
-    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> DataAttributionResult:
-        from deepprofile.attribution.memory import memory_budget, parse_budget
-
-        scheduler = kwargs.get("scheduler", defaults["scheduler"])
-        if isinstance(scheduler, str):
-            from deepprofile.distributed import parse_scheduler
-
-            parse_scheduler(scheduler)  # one-line error before any work
-        budget = parse_budget(kwargs.get("memory_budget", defaults["memory_budget"]))
-        cluster = None if scheduler is None else _Cluster(scheduler)
-        token = _cluster.set(cluster)
-        try:
-            with memory_budget(budget):
-                return fn(*args, **kwargs)
-        finally:
-            _cluster.reset(token)
-            if cluster is not None:
-                cluster.stack.close()
-
-    return wrapper
-
-
-def _featurize(ens: TrakEnsemble, scope: Sequence[str] | None = None,
-               scope_name: str = "all") -> None:
-    """With a scheduler, fill the feature store with Dask tasks; in one process
+def _featurize(ens: TrakEnsemble, cluster: _Cluster | None,
+               scope: Sequence[str] | None = None, scope_name: str = "all") -> None:
+    """With a cluster, fill the feature store with Dask tasks; in one process
     ``ens.scores`` featurises by itself."""
-    cluster = _cluster.get()
     if cluster is not None:
         from deepprofile.data_attribution.distributed import featurize_distributed
 
         featurize_distributed(ens, cluster.get(), scope, scope_name)
 
 
-@_where_and_budget
 def run_data_attribution(
     run_dir: str | Path,
     *,
@@ -219,12 +181,51 @@ def run_data_attribution(
     caps the samples of one per-sample-gradient pass (parameter gradients and
     activations), for training features and targets alike.
     """
+    from deepprofile.attribution.memory import memory_budget as budget_scope
+    from deepprofile.attribution.memory import parse_budget
+    from deepprofile.validate import check_options
+
+    check_options("data_attribution", locals())  # one-line errors before any work
+    if isinstance(scheduler, str):
+        from deepprofile.distributed import parse_scheduler
+
+        parse_scheduler(scheduler)
+    budget = parse_budget(memory_budget)
+    with ExitStack() as stack, budget_scope(budget):
+        # the cluster starts on first use, after the inputs have been checked
+        cluster = None if scheduler is None else _Cluster(scheduler, stack)
+        return _attribute_run(
+            run_dir, cluster, train_set=train_set, test_set=test_set, targets=targets,
+            checkpoints=checkpoints, extra_model_dirs=extra_model_dirs,
+            concept_layer=concept_layer, proj_dim=proj_dim, projector_seed=projector_seed,
+            lambda_reg=lambda_reg, ridge=ridge, n_targets=n_targets, k=k,
+            batch_size=batch_size, device=device, quiet=quiet)
+
+
+def _attribute_run(
+    run_dir: str | Path,
+    cluster: _Cluster | None,
+    *,
+    train_set: Dataset | None = None,
+    test_set: Dataset | None = None,
+    targets: Sequence[str] = ("predictions",),
+    checkpoints: Sequence[str | Path] | None = None,
+    extra_model_dirs: Sequence[str | Path] = (),
+    concept_layer: str | None = None,
+    proj_dim: int | None = None,
+    projector_seed: int = 0,
+    lambda_reg: float = 0.0,
+    ridge: float = DEFAULT_RIDGE,
+    n_targets: int = 64,
+    k: int = 8,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    quiet: bool = False,
+) -> DataAttributionResult:
+    """The body of :func:`run_data_attribution` (its options are checked there)."""
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
     from deepprofile.provenance import now_iso, package_versions
-    from deepprofile.validate import check_options
-
-    check_options("data_attribution", locals())  # one-line error before any work
 
     t0 = time.perf_counter()
     run = RunDir(run_dir)
@@ -300,7 +301,7 @@ def run_data_attribution(
     if "predictions" in kinds:
         rows = _spread(len(rows_all), n_targets)
         targets_ds = Subset(test_set, rows_all[rows].tolist())
-        _featurize(ens)
+        _featurize(ens, cluster)
         scores = ens.scores(MarginOutput(), targets_ds)
         classes = sorted(set(preds_all[rows].tolist()))
         groups = np.stack([(preds_all[rows] == c) / max(1, (preds_all[rows] == c).sum())
@@ -342,7 +343,7 @@ def run_data_attribution(
             pos = np.arange(len(rows_all))
         pos = pos[_spread(len(pos), n_targets)]
         scope = params_up_to(ens.model, probe.layer, train_set[0][0].unsqueeze(0))
-        _featurize(concept_ens, scope, f"upto-{probe.layer}")
+        _featurize(concept_ens, cluster, scope, f"upto-{probe.layer}")
         scores = concept_ens.scores(ConceptProbeOutput.from_probe(probe),
                             Subset(test_set, rows_all[pos].tolist()), scope=scope,
                             scope_name=f"upto-{probe.layer}",
