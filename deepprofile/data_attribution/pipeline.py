@@ -285,7 +285,7 @@ def _attribute_run(
     names = overview.get("class_names") or [str(c) for c in range(info.num_classes)]
     shortcut_jobs = [prepare_shortcut(
         t, class_names=names, store_rows=rows_all, store_labels=np.asarray(store.labels),
-        test_mask=functools.partial(test_concept_mask, run.path, test_set, rows_all),
+        test_mask=lambda c: test_concept_mask(run.path, test_set, rows_all, c),
         train_truth=truth[0] if truth else None, n_targets=n_targets)
         for t in kinds if is_shortcut(t)]
 
@@ -363,7 +363,7 @@ def _attribute_run(
 
     shortcuts = []
     if shortcut_jobs:
-        _featurize(ens)
+        _featurize(ens, cluster)
         final_model = load_model(paths[-1], device="cpu")[0]
     for job in shortcut_jobs:
         scores_1d, target, detection = score_shortcut(job, ens, final_model, test_set,
