@@ -158,3 +158,21 @@ def test_report_shows_the_shortcut_detector(shapes_run):
     sec = data_attribution_section(ReportContext(run, run))
     tables = [b for b in sec.blocks if getattr(b, "caption", "").startswith("Shortcut")]
     assert len(tables) == 1 and tables[0].rows[0][0] == "marker -> circle"
+
+
+def test_prepare_refuses_a_test_set_without_both_kinds_of_other_class_images():
+    from deepprofile.concepts.sets import ConceptSet
+    from deepprofile.data_attribution.shortcut_target import prepare_shortcut
+    from deepprofile.errors import DeepProfileError
+
+    labels = np.array([0, 0, 1, 2, 1, 2])
+    marked = np.array([True, True, False, False, False, False])  # only circles marked
+    truth = ConceptSet(("marker",), np.array([[True, False, False, True]]), {})
+    kw = {"class_names": ["circle", "square", "triangle"], "store_rows": np.arange(6) + 10,
+          "store_labels": labels, "train_truth": truth, "n_targets": 8}
+    with pytest.raises(DeepProfileError, match=r"found 0 and 4"):
+        prepare_shortcut("shortcut:marker:circle", test_mask=lambda c: marked, **kw)
+    marked[3] = True
+    job = prepare_shortcut("shortcut:marker:0", test_mask=lambda c: marked, **kw)
+    assert job.rows.tolist() == [12, 13, 14, 15] and job.marked.tolist() == [0, 1, 0, 0]
+    assert job.train_mask.tolist() == [True, False, False, True]
