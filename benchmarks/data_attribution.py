@@ -34,9 +34,11 @@ rows ending in ``_ridge0`` are the same scores without the ridge (``TRAKer``'s f
 Concept parts (the demo CNN; no digits MLP is trained when only these run):
 ``--parts concept_removal`` is Konz et al.'s removal check on the ``shapes`` marker
 probed at ``--concept-layer`` (plain TRAK and TRAK with a ridge of ``--lambda-rel`` times
-the mean diagonal of X^T X, against random and marked images);
+the mean diagonal of X^T X, and arms ``engine_ridge_*`` with the engine's own ``--ridge``,
+per checkpoint: what the pipeline uses; against random and marked images);
 ``--parts concept_removal_digits`` the same for one digit class (``--digit``);
-``--parts shapes_detector`` the training-point-ranking detector, spurious vs clean model;
+``--parts shapes_detector`` the training-point-ranking detector, spurious vs clean model
+(``--shapes-ridge 1``: at the engine's default ridge; 0, the default, is TRAKer's formula);
 ``--parts concept_removal_odd`` the earlier "odd digit" check on the MLP.
 
 Prints one JSON object.
