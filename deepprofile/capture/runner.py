@@ -22,6 +22,7 @@ concurrent capture fail with :class:`~deepprofile.errors.RunLockedError`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -257,11 +258,11 @@ def capture_to_store(
                 range(-(-len(plan.rows) // plan.chunk_size)))
 
             def make_store(output_shapes: Mapping[str, tuple[int, ...]],
-                           cap: BatchCapture) -> ActivationStore:
+                           num_classes: int) -> ActivationStore:
                 if store is not None:
                     return store
                 return _create(path, plan, dataset, _config(plan, dataset, identity.result()),
-                               output_shapes, _num_classes(cap), batch_size, overwrite)
+                               output_shapes, num_classes, batch_size, overwrite)
 
             if pending:
                 from deepprofile.progress import progress_bar
@@ -319,7 +320,7 @@ def fill_chunks(
     config = store.config
     layer_names = list(config["layers"])
     reds = {name: parse_reduction(config["reductions"][name]) for name in layer_names}
-    _fill(model, dataset, np.asarray(rows), list(chunk_ids), lambda shapes, cap: store,
+    _fill(model, dataset, np.asarray(rows), list(chunk_ids), lambda shapes, classes: store,
           layers=layer_names, reductions=reds, seed=int(config["seed"]),
           chunk_size=store.chunk_size, batch_size=batch_size, device=torch.device(device),
           num_workers=num_workers, background=background_writes, on_batch=on_batch)
@@ -330,7 +331,7 @@ def _fill(
     dataset: Dataset,
     rows: np.ndarray,
     chunk_ids: list[int],
-    get_store: Callable[[Mapping[str, tuple[int, ...]], BatchCapture], ActivationStore],
+    get_store: Callable[[Mapping[str, tuple[int, ...]], int], ActivationStore],
     *,
     layers: list[str],
     reductions: dict[str, Reduction],
@@ -342,11 +343,11 @@ def _fill(
     background: bool | None,
     on_batch: Callable[[int], None] | None,
 ) -> ActivationStore | None:
-    """Capture ``chunk_ids``; ``get_store(output shapes, first batch)`` gives the store to
-    write to (creating it, for a new capture) once the first batch has run."""
+    """Capture ``chunk_ids``; ``get_store(output shapes, classes)`` gives the store to
+    write to (creating it, for a new capture) once the first batch has run: called by the
+    writer before it writes the first chunk. Returns the store (``None`` if no chunk ran)."""
     if background is None:
         background = background_writes_pay(device)
-    store: ActivationStore | None = None
     with (ActivationRecorder(model, layers, reductions, seed=seed) as rec, ExitStack() as stack):
         writer: ChunkWriter | None = None
         for chunk_id in chunk_ids:
@@ -365,9 +366,11 @@ def _fill(
                 n = len(images)
                 idx = rows[offset : offset + n]
                 cap = rec(first_tensor(images).to(device, non_blocking=True), sample_indices=idx)
-                if store is None:
-                    store = get_store(rec.output_shapes, cap)
-                    writer = stack.enter_context(ChunkWriter(store, background=background))
+                if writer is None:
+                    shapes, classes = dict(rec.output_shapes), _num_classes(cap)
+                    writer = stack.enter_context(ChunkWriter(
+                        None, background=background,
+                        open_store=functools.partial(get_store, shapes, classes)))
                 for name in layers:
                     buffers[f"layers/{name}"].append(cap.activations[name].numpy())
                 buffers["labels"].append(torch.as_tensor(labels).numpy())
@@ -381,4 +384,4 @@ def _fill(
             # writer thread this overlaps the next chunk's forward passes
             assert writer is not None
             writer.submit(start, {k: np.concatenate(v) for k, v in buffers.items()})
-    return store
+    return None if writer is None else writer.store

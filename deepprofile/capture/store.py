@@ -277,7 +277,9 @@ class ActivationStore:
         }
         kill_point("store-metadata")
         os.rename(tmp, path)
-        return cls.open(path)
+        store = cls.open(path)
+        store._layout_checked = True  # made just now from this very metadata
+        return store
 
     @classmethod
     def open_matching(cls, path: str | Path, config: Mapping[str, Any]) -> ActivationStore:
@@ -470,8 +472,11 @@ class ActivationStore:
         return self._compute_fingerprint()
 
     def _compute_fingerprint(self) -> str:
+        return self._fingerprint_of(self._all_digests())
+
+    def _fingerprint_of(self, all_digests: Mapping[str, np.ndarray]) -> str:
         h = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
-        for key, digests in self._all_digests().items():
+        for key, digests in all_digests.items():
             h.update(key.encode())
             h.update(digests.astype("<u4").tobytes())
         return h.hexdigest()[:16]
@@ -496,9 +501,26 @@ class ActivationStore:
             )
 
     def finalize(self) -> None:
-        """Record accuracy and fingerprint once every chunk is committed."""
+        """Record accuracy and fingerprint once every chunk is committed.
+
+        Reads the digests, predictions and labels once, concurrently; the side arrays are
+        checked against their digests like any read.
+        """
         self._read_guard()
-        self.set_metadata(accuracy=self.accuracy, fingerprint=self._compute_fingerprint())
+        digests = self._all_digests()
+        root = self._group._async_group
+
+        async def read(key: str) -> np.ndarray:
+            return np.asarray(await (await root.getitem(key)).getitem(...))
+
+        keys = ("predictions", "labels")
+        found = _gather(self.path, [(f"array {key!r}", read(key)) for key in keys])
+        for key, data in zip(keys, found, strict=True):
+            self._check_digests(key, data, digests[key])
+            self._verified.add(key)
+        predictions, labels = found
+        self.set_metadata(accuracy=float((predictions == labels).mean()),
+                          fingerprint=self._fingerprint_of(digests))
 
     def pending_chunks(self) -> list[int]:
         """Ids of the chunks still to capture, in order."""
@@ -562,24 +584,25 @@ class ActivationStore:
                 raise ValueError(f"{key}: block shape {block.shape[1:]} != store {arr.shape[1:]}")
             blocks[key] = block
         # every array and digest of the chunk at once, then (only then) the done flag
-        async def write() -> list[Any]:
-            return await asyncio.gather(
+        async def write() -> None:
+            results = await asyncio.gather(
                 *(handles[key].setitem(slice(start, start + n), block)
                   for key, block in blocks.items()),
                 *(handles[f"digests/{key}"].setitem(chunk_id, _digest(block))
                   for key, block in blocks.items()),
                 return_exceptions=True)
+            for result in results:  # all settled: nothing still writes when this raises
+                if isinstance(result, BaseException):
+                    raise result
+            await handles["chunks_done"].setitem(chunk_id, 1)  # only once all is written
 
-        for result in sync(write()):  # all settled: nothing still writes when this raises
-            if isinstance(result, BaseException):
-                raise result
-        self._group["chunks_done"][chunk_id] = 1
+        sync(write())
 
     def _write_handles(self) -> dict[str, Any]:
         """Zarr arrays of every data and digest array, opened once per store object."""
         if not self._writable:
             keys = self.array_keys()
-            keys += [f"digests/{key}" for key in keys]
+            keys += [f"digests/{key}" for key in keys] + ["chunks_done"]
             root = self._group._async_group
             found = _gather(self.path, [(f"array {key!r}", root.getitem(key)) for key in keys])
             self._writable = dict(zip(keys, found, strict=True))
@@ -610,8 +633,9 @@ class ActivationStore:
             self._verified.add(key)
         return data
 
-    def _check_digests(self, key: str, data: np.ndarray) -> None:
-        digests = self._digests(key)
+    def _check_digests(self, key: str, data: np.ndarray,
+                       digests: np.ndarray | None = None) -> None:
+        digests = self._digests(key) if digests is None else digests
         for chunk_id, expected in enumerate(digests):
             block = data[chunk_id * self.chunk_size : (chunk_id + 1) * self.chunk_size]
             if _digest(block) != int(expected):

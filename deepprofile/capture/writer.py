@@ -12,6 +12,9 @@ not flagged. An error in the writer is re-raised in the main thread (at the next
 :meth:`submit` or on leaving the ``with`` block); the writer then discards what is
 still queued, so the producer never blocks on a dead writer.
 
+``open_store`` (instead of a store) makes the store on the writer's first chunk, so a
+new store's creation also overlaps the forward pass.
+
 With ``background=False`` the same object writes each chunk inline in :meth:`submit`:
 where the forward pass already fills every core (a CPU capture with as many torch
 threads as cores), a writer thread only takes cycles from it.
@@ -39,12 +42,16 @@ class ChunkWriter:
     written.
     """
 
-    def __init__(self, store: ActivationStore, *, max_pending: int = 2,
+    def __init__(self, store: ActivationStore | None, *, max_pending: int = 2,
                  on_written: Callable[[int], None] | None = None,
-                 background: bool = True) -> None:
+                 background: bool = True,
+                 open_store: Callable[[], ActivationStore] | None = None) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        if (store is None) == (open_store is None):
+            raise ValueError("Give ChunkWriter either a store or open_store, not both.")
         self.store = store
+        self._open_store = open_store
         self.background = background
         self.on_written = on_written
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
@@ -75,6 +82,9 @@ class ChunkWriter:
                 self._error = exc
 
     def _write(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        if self.store is None:  # created on first use: off the main thread when in background
+            assert self._open_store is not None
+            self.store = self._open_store()
         self.store.write_chunk(start, arrays)
         self.written += 1
         kill_point("chunk-committed")

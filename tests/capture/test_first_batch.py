@@ -150,3 +150,19 @@ def test_package_versions_is_cached_but_not_shared():
     first = package_versions()
     first["torch"] = "edited"
     assert package_versions()["torch"] != "edited"
+
+
+def test_model_without_2d_logits_is_a_shape_error(tiny_net, tiny_dataset, tmp_path,
+                                                  one_torch_thread):
+    class Scalar(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tiny_net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x).sum(dim=1)  # (N,), not (N, classes)
+
+    model = Scalar()
+    with pytest.raises(ShapeError, match="logits of shape"):
+        capture_to_store(model, tiny_dataset, ["net.conv1"], tmp_path / "s.zarr", quiet=True)
+    assert not (tmp_path / "s.zarr").exists() and hook_count(model) == 0
