@@ -251,16 +251,17 @@ def capture_to_store(
         with ThreadPoolExecutor(1, thread_name_prefix="deepprofile-hash") as pool:
             # hashing the weights (and a folder's files) overlaps the first batch
             identity: Future = pool.submit(_identity, model, dataset, plan.rows)
-            store: ActivationStore | None = None
+            existing: ActivationStore | None = None
             if path.exists() and not overwrite:
-                store = _reopen(path, plan, _config(plan, dataset, identity.result()))
-            pending = store.pending_chunks() if store is not None else list(
+                existing = _reopen(path, plan, _config(plan, dataset, identity.result()))
+            store = existing
+            pending = existing.pending_chunks() if existing is not None else list(
                 range(-(-len(plan.rows) // plan.chunk_size)))
 
             def make_store(output_shapes: Mapping[str, tuple[int, ...]],
                            num_classes: int) -> ActivationStore:
-                if store is not None:
-                    return store
+                if existing is not None:
+                    return existing
                 return _create(path, plan, dataset, _config(plan, dataset, identity.result()),
                                output_shapes, num_classes, batch_size, overwrite)
 
@@ -268,7 +269,7 @@ def capture_to_store(
                 from deepprofile.progress import progress_bar
 
                 with progress_bar(quiet) as progress:
-                    done = store.completed if store is not None else 0
+                    done = existing.completed if existing is not None else 0
                     task = progress.add_task("capturing", total=len(plan.rows), completed=done)
                     store = _fill(model, dataset, plan.rows, pending, make_store,
                                   layers=plan.layers, reductions=plan.reductions,
