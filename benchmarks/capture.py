@@ -17,6 +17,7 @@ writes side by side (``auto``, the default, is what ``capture_to_store`` picks h
 ``fixed_parts_ms`` times the capture's fixed steps one by one (median of 5).
 
     python benchmarks/capture.py [--images 1024] [--batch-size 32] [--repeats 5]
+        [--writer auto|thread|inline|both] [--threads N]
 """
 
 from __future__ import annotations
@@ -86,12 +87,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--writer", choices=("auto", "thread", "inline", "both"), default="auto")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default). One thread is steadier on a "
+                             "shared machine, where a stalled thread stalls the whole batch")
     parser.add_argument("--no-breakdown", action="store_true",
                         help="skip timing the fixed steps one by one")
     args = parser.parse_args()
 
     from torchvision.models.feature_extraction import create_feature_extractor
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model("resnet18", num_classes=10).eval()
     images = torch.randn(args.images, 3, 64, 64)
