@@ -24,6 +24,14 @@ with the same recipe. TRAK over all kept checkpoints, over the first seed's only
 over its final checkpoint only, TracInCP on the same checkpoints (``--no-tracin`` skips
 it) and random scores.
 
+Concept parts (the demo CNN; no digits MLP is trained when only these run):
+``--parts concept_removal`` is Konz et al.'s removal check on the ``shapes`` marker
+probed at ``--concept-layer`` (plain TRAK and TRAK with a ridge of ``--lambda-rel`` times
+the mean diagonal of X^T X, against random and marked images);
+``--parts concept_removal_digits`` the same for one digit class (``--digit``);
+``--parts shapes_detector`` the training-point-ranking detector, spurious vs clean model;
+``--parts concept_removal_odd`` the earlier "odd digit" check on the MLP.
+
 Prints one JSON object.
 
     python benchmarks/data_attribution.py [--m 32] [--targets 50] [--seeds 3]
@@ -294,6 +302,403 @@ def concept_removal(train: DigitsDataset, test: DigitsDataset, ckpts: list[Path]
             "probe_accuracy": acc.to_dict(), "probe_margin": mar.to_dict()}
 
 
+# -- concept removal on shapes (Konz et al.): the marker concept of the demo CNN ----------
+def _no_relative_ridge() -> dict:
+    """``ridge=0`` where ``TrakEnsemble`` has a relative ridge of its own (a default other
+    than 0 there would add to the ``lambda_reg`` these checks set, and change the plain
+    TRAK rows): the figures in docs/data_attribution.md were measured with ``lambda_reg``
+    as the only ridge."""
+    import inspect
+
+    return {"ridge": 0.0} if "ridge" in inspect.signature(TrakEnsemble).parameters else {}
+
+
+SHAPES_WIDTHS = [8, 16, 32]  # the demo's shapes pair (deepprofile.demo.pair_config)
+
+
+def _shapes_train(train_set, idx: np.ndarray, seed: int, epochs: int, out: Path,
+                  n_checkpoints: int = 1, eval_set=None) -> object:
+    """The demo's shapes recipe (SmallResNet 8/16/32, one-cycle SGD lr 0.1, batch 64)
+    on the training images ``idx``; returns deepprofile's TrainResult."""
+    from deepprofile.models.train import TrainConfig, train
+
+    cfg = TrainConfig(arch="small_resnet", arch_kwargs={"in_channels": 3,
+                                                        "widths": SHAPES_WIDTHS},
+                      dataset="shapes", epochs=epochs, lr=0.1, seed=seed,
+                      n_checkpoints=n_checkpoints)
+    return train(cfg, out, train_set=Subset(train_set, idx.tolist()),
+                 test_set=eval_set, quiet=True)
+
+
+@torch.no_grad()
+def _layer_means(model: nn.Module, images: torch.Tensor, layer: str) -> np.ndarray:
+    """Spatially mean-pooled output of ``layer`` (the capture's ``mean`` reduction)."""
+    from deepprofile.concepts.probes import reduce_differentiable
+    from deepprofile.data_attribution.outputs import run_to_layer
+
+    model.eval()
+    return torch.cat([reduce_differentiable(run_to_layer(model, layer, None, None, b), "mean")
+                      for b in images.split(200)]).numpy()
+
+
+def _concept_metrics(model: nn.Module, images: torch.Tensor, truth: np.ndarray,
+                     labels: np.ndarray, layer: str, spurious_class: int,
+                     probe: tuple[np.ndarray, float] | None = None) -> dict:
+    """The concept at ``layer`` of a (re)trained model, with its probe fitted afresh
+    (the hidden basis changes with every retrain, as in Konz et al.): 5-fold balanced
+    accuracy; mean signed probe logit on held-out images (probe fitted on the even
+    rows, evaluated on the odd ones); the contrast ``mean logit(marked) - mean
+    logit(unmarked)`` of a fixed ``probe`` (the full model's of the same seed: TRAK's
+    target itself); and the behaviour the concept drives: the share of marked images
+    of other classes called the spurious class."""
+    from deepprofile.concepts.probes import fit_probe
+
+    x = _layer_means(model, images, layer)
+    fit = fit_probe(x, truth)
+    w, b = probe if probe is not None else (fit.weight, fit.bias)
+    logit = x @ w + b
+    even = np.arange(len(x)) % 2 == 0
+    half = fit_probe(x[even], truth[even])
+    sign = np.where(truth[~even], 1.0, -1.0)
+    margin = float(np.mean(sign * (x[~even] @ half.weight + half.bias)))
+    with torch.no_grad():
+        preds = torch.cat([model(b).argmax(1) for b in images.split(200)]).numpy()
+    other = labels != spurious_class
+    out = {"probe_balanced_accuracy": float(fit.balanced_accuracy),
+           "probe_heldout_margin": margin,
+           "fixed_probe_contrast": float(logit[truth].mean() - logit[~truth].mean()),
+           "accuracy": float(np.mean(preds == labels))}
+    if (truth & other).any():  # shapes: marked images of the other classes
+        out["spurious_rate"] = float(np.mean(preds[truth & other] == spurious_class))
+    else:  # a class concept: the class's recall
+        out["class_recall"] = float(np.mean(preds[truth] == spurious_class))
+    return out
+
+
+def _arm_summary(full: list[dict], arm: list[dict], rand: list[dict]) -> dict:
+    """Per metric: drop (full - arm) mean and std over seeds, and the paired excess drop
+    over the random arm (mean and std over seeds)."""
+    out = {}
+    for key in full[0]:
+        f = np.array([r[key] for r in full])
+        a = np.array([r[key] for r in arm])
+        r = np.array([x[key] for x in rand])
+        out[key] = {"drop_mean": float(np.mean(f - a)), "drop_std": float(np.std(f - a)),
+                    "excess_over_random_mean": float(np.mean(r - a)),
+                    "excess_over_random_std": float(np.std(r - a)),
+                    "values": a.tolist()}
+    return out
+
+
+def concept_removal_shapes(args: argparse.Namespace) -> dict:
+    """Konz et al.'s removal check, on a concept whose evidence comes from specific
+    training images: the spurious ``marker`` (a 3x3 white patch on 90% of the
+    circles, 5% of the other shapes) at ``layer3`` of the demo CNN trained on
+    ``shapes``. The probe is fitted on a held-out set where half of every class is
+    marked (as ``deepprofile.concepts.spurious`` does); TRAK scores the probe's output
+    on those images over the first seed's checkpoints, parameters up to ``layer3``.
+    Each ranking's top ``--remove`` training images are removed and the model is
+    retrained (``--removal-seeds`` seeds), against ``--remove`` random ones and, as a
+    ceiling, ``--remove`` random *marked* ones; after each retrain the probe is fitted
+    afresh."""
+    from deepprofile.concepts.probes import fit_probe
+    from deepprofile.data import ShapesDataset
+    from deepprofile.data_attribution.detector import shortcut_scores
+    from deepprofile.data_attribution.outputs import ConceptProbeOutput, params_up_to
+    from deepprofile.models import build_model, load_model
+
+    t_all = time.perf_counter()
+    layer, spurious = args.concept_layer, 0
+    train_set = ShapesDataset(args.shapes_n, seed=0, marker_rate=0.9, marker_base_rate=0.05)
+    eval_set = ShapesDataset(args.shapes_eval, seed=1000, marker_rate=0.5,
+                             marker_base_rate=0.5)
+    table = train_set.concept_table()
+    marked_train = table["marker"].astype(bool)
+    images = torch.stack([eval_set[i][0] for i in range(len(eval_set))])
+    ev = eval_set.concept_table()
+    truth, labels = ev["marker"].astype(bool), ev["label"].astype(int)
+    n, n_remove = len(train_set), args.remove
+    tmp = Path(tempfile.mkdtemp())
+    monitor = Subset(eval_set, range(0, len(eval_set), 8))  # cheap per-epoch test set
+
+    res = _shapes_train(train_set, np.arange(n), 0, args.shapes_epochs, tmp / "attributed",
+                        n_checkpoints=args.shapes_checkpoints, eval_set=monitor)
+    model = load_model(res.final_checkpoint)[0]
+    fit = fit_probe(_layer_means(model, images, layer), truth)
+    infos = checkpoint_infos(res.checkpoints)
+    template = build_model("small_resnet", num_classes=4, in_channels=3, widths=SHAPES_WIDTHS)
+    store = FeatureStore(tmp / "f.zarr")
+
+    def ensemble(lambda_reg: float) -> TrakEnsemble:
+        return TrakEnsemble(template, infos, train_set, store, proj_dim=args.shapes_proj_dim,
+                            lambda_reg=lambda_reg, batch_size=64, quiet=True,
+                            **_no_relative_ridge())
+
+    ens = ensemble(0.0)
+    scope = params_up_to(ens.model, layer, images[:1])
+    pos, neg = truth / truth.sum(), (~truth) / (~truth).sum()
+    probe_out = ConceptProbeOutput(layer, "mean", fit.weight, fit.bias)
+    t = time.perf_counter()
+
+    def probe_scores(e: TrakEnsemble) -> np.ndarray:
+        return e.scores(probe_out, eval_set, scope=scope, scope_name=f"upto-{layer}",
+                        groups=np.stack([pos, pos - neg]))
+
+    scores = probe_scores(ens)
+    s_short = shortcut_scores(ens, eval_set, labels, truth, spurious)
+    # ridge relative to the mean diagonal of X^T X (per parameter scope, last checkpoint):
+    # (X^T X)^-1 amplifies the directions of rare training images; the ridge damps it
+    diag = {name: float((ens.features(infos[-1], sc, name).read()[0].astype(np.float64) ** 2)
+                        .sum(0).mean()) for name, sc in ((f"upto-{layer}", scope), ("all", None))}
+    lam = {k: args.lambda_rel * v for k, v in diag.items()}
+    ridge = probe_scores(ensemble(lam[f"upto-{layer}"]))
+    s_short_ridge = shortcut_scores(ensemble(lam["all"]), eval_set, labels, truth, spurious)
+    trak_seconds = time.perf_counter() - t
+    q = np.mean([ens.features(c, scope, f"upto-{layer}").read()[1] for c in infos], axis=0)
+    s_pos, s_con = scores[:, 0], scores[:, 1]
+    s_noq = np.where(q > 0, s_con / np.where(q > 0, q, 1.0), 0.0)
+
+    def top(s: np.ndarray) -> np.ndarray:
+        return np.argsort(-s, kind="stable")[:n_remove]
+
+    every = {
+        "trak_margin_helpful": top(s_con),          # target: probe margin (marked - unmarked)
+        "trak_positive_helpful": top(s_pos),        # target: probe logit on marked images only
+        "trak_margin_abs": top(np.abs(s_con)),
+        "trak_margin_helpful_no_q": top(s_noq),     # TRAK without the 1 - p weighting
+        "trak_margin_harmful": top(-s_con),         # removing these should *raise* it
+        "trak_shortcut_helpful": top(s_short),      # target: circle margin, marked - unmarked
+        "ridge_margin_helpful": top(ridge[:, 1]),
+        "ridge_positive_helpful": top(ridge[:, 0]),
+        "ridge_margin_abs": top(np.abs(ridge[:, 1])),
+        "ridge_margin_harmful": top(-ridge[:, 1]),
+        "ridge_shortcut_helpful": top(s_short_ridge),
+    }
+    arm_names = args.arms.split(",") if args.arms else list(every)
+    rankings = {k: every[k] for k in arm_names}
+    marked_idx = np.flatnonzero(marked_train)
+    full, arms = [], {k: [] for k in [*rankings, "random", "random_marked"]}
+    t = time.perf_counter()
+    for s in range(args.removal_seeds):
+        rng = np.random.default_rng(10_000 + s)
+        removed = dict(rankings)
+        removed["random"] = rng.choice(n, size=n_remove, replace=False)
+        removed["random_marked"] = rng.choice(marked_idx, size=min(n_remove, len(marked_idx)),
+                                              replace=False)
+        seed_model = model if s == 0 else load_model(_shapes_train(
+            train_set, np.arange(n), s, args.shapes_epochs, tmp / f"s{s}_full",
+            eval_set=monitor).final_checkpoint)[0]
+        f = fit_probe(_layer_means(seed_model, images, layer), truth)
+        probe = (f.weight, f.bias)  # the full model's probe of this seed, kept fixed
+        full.append(_concept_metrics(seed_model, images, truth, labels, layer, spurious, probe))
+        for name, drop in removed.items():
+            r = _shapes_train(train_set, np.setdiff1d(np.arange(n), drop), s,
+                              args.shapes_epochs, tmp / f"s{s}_{name}", eval_set=monitor)
+            arms[name].append(_concept_metrics(load_model(r.final_checkpoint)[0], images,
+                                               truth, labels, layer, spurious, probe))
+    retrain_seconds = time.perf_counter() - t
+    base = full[0]
+    return {
+        "setting": {"data": f"shapes n={n} (marker on 90% of circles, 5% of others)",
+                    "eval": f"{len(eval_set)} held-out shapes, half of every class marked",
+                    "model": "SmallResNet 8/16/32 (the demo's shapes CNN)",
+                    "epochs": args.shapes_epochs, "checkpoints": len(infos),
+                    "proj_dim": args.shapes_proj_dim, "lambda_rel": args.lambda_rel,
+                    "layer": layer, "n_remove": n_remove, "seeds": args.removal_seeds,
+                    "scope_params": len(scope), "train_marked": int(marked_train.sum())},
+        "full_model": base,
+        "full_probe_balanced_accuracy": float(fit.balanced_accuracy),
+        "lambda_reg": lam,
+        "removed_share_marked": {k: float(marked_train[v].mean()) for k, v in every.items()},
+        "removed_share_circle": {k: float((table["label"][v] == 0).mean())
+                                 for k, v in every.items()},
+        "full": full,
+        "arms": {k: _arm_summary(full, v, arms["random"]) for k, v in arms.items()},
+        "seconds": {"trak": trak_seconds, "retrains": retrain_seconds,
+                    "total": time.perf_counter() - t_all},
+    }
+
+
+def concept_removal_digits(args: argparse.Namespace) -> dict:
+    """The removal check on the demo CNN trained on digits (SmallResNet, the demo's
+    recipe, 4 checkpoints) for a concept narrower than "odd": one digit class
+    (``--digit``) probed at ``--concept-layer``. Arms as in the shapes check, the
+    ceiling being ``--remove`` random training images of that class."""
+    from dataclasses import replace
+
+    from deepprofile.concepts.probes import fit_probe
+    from deepprofile.data import load_dataset
+    from deepprofile.data_attribution.outputs import ConceptProbeOutput, params_up_to
+    from deepprofile.demo import demo_config
+    from deepprofile.models import build_model, load_model
+    from deepprofile.models.train import train
+
+    t_all = time.perf_counter()
+    layer, c = args.concept_layer, args.digit
+    train_set, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    n, n_remove = len(train_set), args.remove
+    train_labels = train_set.targets.numpy()
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    labels = test.targets.numpy()
+    truth = labels == c
+    tmp = Path(tempfile.mkdtemp())
+    monitor = Subset(test, range(0, len(test), 8))
+
+    def fit_model(idx: np.ndarray, seed: int, name: str, n_checkpoints: int = 1):
+        cfg = replace(demo_config(seed, fast=False), n_checkpoints=n_checkpoints)
+        return train(cfg, tmp / name, train_set=Subset(train_set, idx.tolist()),
+                     test_set=monitor, quiet=True)
+
+    res = fit_model(np.arange(n), 0, "attributed", n_checkpoints=4)
+    model = load_model(res.final_checkpoint)[0]
+    fit = fit_probe(_layer_means(model, images, layer), truth)
+    infos = checkpoint_infos(res.checkpoints)
+    template = build_model("small_resnet", num_classes=10, in_channels=1)
+    store = FeatureStore(tmp / "f.zarr")
+
+    def ensemble(lambda_reg: float) -> TrakEnsemble:
+        return TrakEnsemble(template, infos, train_set, store, proj_dim=args.proj_dim,
+                            lambda_reg=lambda_reg, batch_size=64, quiet=True,
+                            **_no_relative_ridge())
+
+    ens = ensemble(0.0)
+    scope = params_up_to(ens.model, layer, images[:1])
+    pos, neg = truth / truth.sum(), (~truth) / (~truth).sum()
+    out = ConceptProbeOutput(layer, "mean", fit.weight, fit.bias)
+    name = f"upto-{layer}"
+    groups = np.stack([pos - neg, pos])  # the probe's margin; its logit on the class only
+    plain = ens.scores(out, test, scope=scope, scope_name=name, groups=groups)
+    diag = float((ens.features(infos[-1], scope, name).read()[0].astype(np.float64) ** 2)
+                 .sum(0).mean())
+    ridge = ensemble(args.lambda_rel * diag).scores(out, test, scope=scope, scope_name=name,
+                                                    groups=groups)
+
+    def top(v: np.ndarray) -> np.ndarray:
+        return np.argsort(-v, kind="stable")[:n_remove]
+
+    every = {"trak_margin_helpful": top(plain[:, 0]), "trak_positive_helpful": top(plain[:, 1]),
+             "ridge_margin_helpful": top(ridge[:, 0]), "ridge_positive_helpful": top(ridge[:, 1])}
+    rankings = {k: every[k] for k in (args.arms.split(",") if args.arms else every)}
+    members = np.flatnonzero(train_labels == c)
+    full, arms = [], {k: [] for k in [*rankings, "random", "random_in_class"]}
+    for seed in range(args.removal_seeds):
+        rng = np.random.default_rng(10_000 + seed)
+        removed = dict(rankings)
+        removed["random"] = rng.choice(n, size=n_remove, replace=False)
+        removed["random_in_class"] = rng.choice(members, size=min(n_remove, len(members)),
+                                                replace=False)
+        seed_model = model if seed == 0 else load_model(
+            fit_model(np.arange(n), seed, f"s{seed}_full").final_checkpoint)[0]
+        f = fit_probe(_layer_means(seed_model, images, layer), truth)
+        probe = (f.weight, f.bias)
+        full.append(_concept_metrics(seed_model, images, truth, labels, layer, c, probe))
+        for arm, drop in removed.items():
+            r = fit_model(np.setdiff1d(np.arange(n), drop), seed, f"s{seed}_{arm}")
+            arms[arm].append(_concept_metrics(load_model(r.final_checkpoint)[0], images,
+                                              truth, labels, layer, c, probe))
+    return {
+        "setting": {"data": f"digits 32x32, n={n}", "model": "SmallResNet (demo recipe)",
+                    "concept": f"digit {c}", "layer": layer, "checkpoints": len(infos),
+                    "proj_dim": args.proj_dim, "lambda_rel": args.lambda_rel,
+                    "n_remove": n_remove, "seeds": args.removal_seeds,
+                    "train_in_class": int(len(members))},
+        "full": full,
+        "removed_share_in_class": {k: float((train_labels[v] == c).mean())
+                                   for k, v in every.items()},
+        "arms": {k: _arm_summary(full, v, arms["random"]) for k, v in arms.items()},
+        "seconds": time.perf_counter() - t_all,
+    }
+
+
+def shapes_detector(args: argparse.Namespace) -> dict:
+    """The training-point-ranking detector of the shapes marker, spurious vs clean model
+    (the demo's shapes CNN and recipe, ``--removal-seeds`` seeds each): precision@k of
+    the top helpful training images against the marker truth, overall and among the
+    circles, for three TRAK targets: ``predicted_class`` (the spurious class's mean
+    margin over the test images predicted as it: the pipeline's class target),
+    ``shortcut_marked`` (the spurious class's margin on marked images of the other
+    classes) and ``shortcut_contrast`` (the same, marked minus unmarked); with the
+    behaviour that says whether the model uses the marker."""
+    from sklearn.metrics import roc_auc_score
+
+    from deepprofile.data import ShapesDataset
+    from deepprofile.data_attribution.detector import (
+        RelabelledSubset,
+        group_effect,
+        ranking_precision,
+        shortcut_scores,
+    )
+    from deepprofile.models import build_model, load_model
+
+    eval_set = ShapesDataset(args.shapes_eval, seed=1000, marker_rate=0.5, marker_base_rate=0.5)
+    ev = eval_set.concept_table()
+    truth_ev, labels_ev = ev["marker"].astype(bool), ev["label"].astype(int)
+    images = torch.stack([eval_set[i][0] for i in range(len(eval_set))])
+    monitor = Subset(eval_set, range(0, len(eval_set), 8))
+    template = build_model("small_resnet", num_classes=4, in_channels=3, widths=SHAPES_WIDTHS)
+    tmp = Path(tempfile.mkdtemp())
+    out: dict = {"setting": {"n_train": args.shapes_n, "epochs": args.shapes_epochs,
+                             "checkpoints": args.shapes_checkpoints,
+                             "proj_dim": args.shapes_proj_dim, "ks": [20, 50],
+                             "eval": f"{len(eval_set)} shapes, half of every class marked"},
+                 "models": []}
+    for kind, rate in (("spurious", 0.9), ("clean", 0.05)):
+        train_set = ShapesDataset(args.shapes_n, seed=0, marker_rate=rate, marker_base_rate=0.05)
+        tt = train_set.concept_table()
+        marked, labels = tt["marker"].astype(bool), tt["label"].astype(int)
+        for s in range(args.removal_seeds):
+            t = time.perf_counter()
+            res = _shapes_train(train_set, np.arange(len(train_set)), s, args.shapes_epochs,
+                                tmp / f"{kind}{s}", n_checkpoints=args.shapes_checkpoints,
+                                eval_set=monitor)
+            model = load_model(res.final_checkpoint)[0]
+            with torch.no_grad():
+                preds = torch.cat([model(b).argmax(1) for b in images.split(200)]).numpy()
+            other = labels_ev != 0
+            ens = TrakEnsemble(template, checkpoint_infos(res.checkpoints), train_set,
+                               FeatureStore(tmp / f"{kind}{s}.zarr"),
+                               proj_dim=args.shapes_proj_dim, lambda_reg=args.lambda_reg,
+                               batch_size=64, quiet=True, **_no_relative_ridge())
+            rows = np.flatnonzero(preds == 0)
+            scores = {
+                "predicted_class": ens.scores(MarginOutput(), Subset(eval_set, rows.tolist()),
+                                              groups=np.full((1, len(rows)), 1 / len(rows)))[:, 0],
+                "shortcut_marked": shortcut_scores(ens, eval_set, labels_ev, truth_ev, 0,
+                                                   contrast=False),
+                "shortcut_contrast": shortcut_scores(ens, eval_set, labels_ev, truth_ev, 0),
+            }
+            circ = labels == 0
+            margin_circle = margins(model, RelabelledSubset(eval_set, np.flatnonzero(other), 0))
+            m_other = truth_ev[other]
+            row = {"model": kind, "seed": s, "accuracy": float(np.mean(preds == labels_ev)),
+                   "shortcut_contrast_value": float(margin_circle[m_other].mean()
+                                                    - margin_circle[~m_other].mean()),
+                   "spurious_rate_marked_other": float(np.mean(preds[truth_ev & other] == 0)),
+                   "spurious_rate_unmarked_other": float(np.mean(preds[~truth_ev & other] == 0)),
+                   "targets": {}}
+            for name, sc in scores.items():
+                row["targets"][name] = {
+                    **{f"k{k}": ranking_precision(sc, marked, labels, 0, k).to_dict()
+                       for k in (20, 50)},
+                    "auc_marked_within_circles": float(roc_auc_score(marked[circ], sc[circ])),
+                    "marked_group": group_effect(sc, marked, labels).to_dict()}
+            # the same detector with a ridge relative to X^T X's mean diagonal (last checkpoint)
+            feats = ens.features(ens.checkpoints[-1], None).read()[0].astype(np.float64)
+            diag = float((feats ** 2).sum(0).mean())
+            row["shortcut_contrast_ridge"] = {}
+            for rel in (1.0, 10.0):
+                ridged = TrakEnsemble(template, ens.checkpoints, train_set, ens.store,
+                                      proj_dim=args.shapes_proj_dim, lambda_reg=rel * diag,
+                                      batch_size=64, quiet=True, **_no_relative_ridge())
+                sc = shortcut_scores(ridged, eval_set, labels_ev, truth_ev, 0)
+                row["shortcut_contrast_ridge"][f"{rel:g}x"] = {
+                    "k20": ranking_precision(sc, marked, labels, 0, 20).to_dict(),
+                    "marked_group": group_effect(sc, marked, labels).to_dict()}
+            row["seconds"] = time.perf_counter() - t
+            out["models"].append(row)
+    return out
+
+
 def cnn_lds(args: argparse.Namespace) -> dict:
     """LDS of TRAK / TracInCP / random scores on the demo CNN (SmallResNet, digits 32x32)."""
     from dataclasses import replace
@@ -387,11 +792,34 @@ def main() -> None:
                         help="small_resnet: training epochs (default: the demo's 8)")
     parser.add_argument("--no-tracin", action="store_true",
                         help="small_resnet: skip captum's TracInCP")
+    parser.add_argument("--concept-layer", default="layer3",
+                        help="concept_removal: the demo CNN's layer probed for the marker")
+    parser.add_argument("--shapes-n", type=int, default=800,
+                        help="concept_removal: shapes training images (the demo's 800)")
+    parser.add_argument("--shapes-eval", type=int, default=400)
+    parser.add_argument("--shapes-epochs", type=int, default=6)
+    parser.add_argument("--shapes-checkpoints", type=int, default=3)
+    parser.add_argument("--shapes-proj-dim", type=int, default=400)
+    parser.add_argument("--lambda-reg", type=float, default=0.0)
+    parser.add_argument("--lambda-rel", type=float, default=10.0,
+                        help="concept_removal: the ridge arms' lambda_reg as a multiple of "
+                             "the mean diagonal of X^T X")
+    parser.add_argument("--digit", type=int, default=3,
+                        help="concept_removal_digits: the digit class probed as the concept")
+    parser.add_argument("--arms", default="",
+                        help="concept_removal: comma-separated rankings to retrain without "
+                             "(default: all; random and random_marked always run)")
     args = parser.parse_args()
     if args.model == "small_resnet":
         print(json.dumps(cnn_lds(args), indent=1))
         return
     parts = set(args.parts.split(","))
+    shapes_parts = {"concept_removal": concept_removal_shapes, "shapes_detector": shapes_detector,
+                    "concept_removal_digits": concept_removal_digits}
+    if parts <= set(shapes_parts):  # shapes only: no digits MLP needed
+        torch.manual_seed(0)
+        print(json.dumps({p: shapes_parts[p](args) for p in sorted(parts)}, indent=1))
+        return
     torch.manual_seed(0)
     t_all = time.perf_counter()
     train, test = DigitsDataset("train", size=8), DigitsDataset("test", size=8)
@@ -448,12 +876,14 @@ def main() -> None:
                                 args.remove, metric, seeds=seeds)
         report["removal"] = {"target": f"mean test margin of class {cls} "
                                        f"({len(members)} images)", **removal.to_dict()}
-    if "concept_removal" in parts:
+    if "concept_removal_odd" in parts:
         t = time.perf_counter()
-        report["concept_removal"] = concept_removal(
+        report["concept_removal_odd"] = concept_removal(
             train, test, [c for c in ckpts if c.parent.name == "seed0"], args.proj_dim,
             args.remove, seeds, tmp)
-        seconds["concept_removal"] = time.perf_counter() - t
+        seconds["concept_removal_odd"] = time.perf_counter() - t
+    if "concept_removal" in parts:
+        report["concept_removal"] = concept_removal_shapes(args)
     if "speed" in parts:
         from deepprofile.models import build_model
 

@@ -225,6 +225,11 @@ def capture(
         "--overwrite", help="Replace a store made differently.")] = False,
     seed: Seed = 0,
     device: Device = "auto",
+    scheduler: Annotated[str | None, typer.Option(parser=cp.scheduler, help=(
+        "Fill the store's chunks as Dask tasks: local:N (N worker processes on this "
+        "machine) or tcp://HOST:PORT (a running scheduler; every worker needs the "
+        "checkpoint and data at the same paths). Same store as without. Needs '.[dask]'."
+    ))] = None,
     quiet: Quiet = False,
 ) -> None:
     """Capture activations of LAYERs into RUN_DIR/activations.zarr (resumes if interrupted)."""
@@ -254,6 +259,8 @@ def capture(
         model_info=info.to_dict(), checkpoint=info.source if info.source != "random init" else None,
         batch_size=batch_size, chunk_size=chunk_size, device=dev, seed=seed,
         overwrite=overwrite, quiet=quiet, indices=indices, extra={"class_order": note},
+        scheduler=scheduler,
+        load_options={"num_classes": num_classes, "arch": arch, "unsafe": unsafe_load},
     )
     table = Table(title=f"{store.path} ({store.n_samples} samples, accuracy {store.accuracy:.3f})")
     for col in ("layer", "output", "reduction", "stored"):

@@ -12,6 +12,7 @@ Dask is optional: ``pip install -e ".[dask]"``.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,13 +39,18 @@ def _require_dask():
 
 def _fill_task(checkpoint: str, dataset_spec: dict[str, Any], store_path: str,
                rows: np.ndarray, chunk_ids: list[int], batch_size: int, device: str,
-               threads: int, caller_pid: int | None = None) -> list[int]:
+               threads: int, caller_pid: int | None = None,
+               load_options: dict[str, Any] | None = None) -> list[int]:
     import torch
 
     from deepprofile.capture.runner import fill_chunks
     from deepprofile.data import dataset_from_spec
+    from deepprofile.data.adapters import dataset_spec as spec_of
     from deepprofile.models import load_model
+    from deepprofile.provenance import weights_hash
+    from deepprofile.testhooks import kill_point
 
+    kill_point("capture-task")
     # torch's thread count is process-wide: set it only in a worker process of its own, never
     # in the caller's process (processes=False runs tasks as threads there), and restore it.
     own_process = caller_pid is None or os.getpid() != caller_pid
@@ -52,9 +58,20 @@ def _fill_task(checkpoint: str, dataset_spec: dict[str, Any], store_path: str,
     if own_process:
         torch.set_num_threads(threads)
     try:
-        model, _ = load_model(checkpoint, device=device)
+        model, _ = load_model(checkpoint, device=device, **dict(load_options or {}))
         dataset = dataset_from_spec(dataset_spec)
         store = ActivationStore.open(store_path, verify=False)
+        # a worker that sees another checkpoint or dataset (a changed file, another machine's
+        # copy) must not fill chunks: the store would mix two models' activations
+        if weights_hash(model) != store.config["weights_hash"]:
+            raise DeepProfileError(
+                f"The checkpoint {checkpoint} on worker pid {os.getpid()} holds other weights "
+                "than the store was made with; give every worker the same file.")
+        rebuilt = json.loads(json.dumps(spec_of(dataset)))  # as stored: tuples become lists
+        if rebuilt != store.config["dataset"]:
+            raise DeepProfileError(
+                f"The dataset rebuilt on worker pid {os.getpid()} ({rebuilt}) differs "
+                f"from the store's ({store.config['dataset']}); give every worker the same data.")
         fill_chunks(model, dataset, store, rows, chunk_ids, batch_size=batch_size,
                     device=device)
     finally:
@@ -79,21 +96,36 @@ def capture_distributed(
     threads_per_task: int = 1,
     seed: int = 0,
     overwrite: bool = False,
+    load_options: Mapping[str, Any] | None = None,
+    model: Any = None,
+    model_info: Mapping[str, Any] | None = None,
+    dataset: Any = None,
 ) -> ActivationStore:
     """Capture like :func:`~deepprofile.capture.capture_to_store`, with chunks spread over
-    a Dask ``client`` (a local cluster with one worker per core when ``None``).
+    a Dask ``client`` (threads of this process when ``None``).
 
-    The arrays are identical to a single-process capture of the same configuration.
+    Each task loads ``checkpoint`` with ``load_model(checkpoint, **load_options)`` and
+    rebuilds the dataset from ``dataset_spec``, checks both against the store (weights hash,
+    dataset spec) and fills its chunks; a task lost with its worker is retried by Dask and
+    a killed run resumes when called again. ``model``/``model_info``/``dataset``: the
+    caller's copies when already loaded (else loaded here from the same sources). The arrays
+    are identical to a single-process capture of the same configuration.
     """
     distributed = _require_dask()
     from deepprofile.capture.runner import store_lock
 
+    if not Path(checkpoint).is_file():
+        raise DeepProfileError(
+            f"Distributed capture needs a checkpoint file for the workers to load; {checkpoint} "
+            "is not one (a random-init architecture would differ on every worker).")
     with store_lock(path):
         return _capture_distributed(
             distributed, checkpoint, dataset_spec, layers, path, reductions=reductions,
             client=client, chunks_per_task=chunks_per_task, batch_size=batch_size,
             chunk_size=chunk_size, indices=indices, device=device,
-            threads_per_task=threads_per_task, seed=seed, overwrite=overwrite)
+            threads_per_task=threads_per_task, seed=seed, overwrite=overwrite,
+            load_options=dict(load_options or {}), model=model, model_info=model_info,
+            dataset=dataset)
 
 
 def _capture_distributed(distributed: Any, checkpoint: str | Path,
@@ -101,17 +133,31 @@ def _capture_distributed(distributed: Any, checkpoint: str | Path,
                          path: str | Path, *, reductions: str | Mapping[str, str],
                          client: Any, chunks_per_task: int, batch_size: int,
                          chunk_size: int | None, indices: Iterable[int] | None, device: str,
-                         threads_per_task: int, seed: int, overwrite: bool) -> ActivationStore:
+                         threads_per_task: int, seed: int, overwrite: bool,
+                         load_options: dict[str, Any], model: Any,
+                         model_info: Mapping[str, Any] | None,
+                         dataset: Any) -> ActivationStore:
+    import torch
+
     from deepprofile.capture.runner import prepare_store
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
 
-    model, info = load_model(checkpoint, device="cpu")
-    dataset = dataset_from_spec(dict(dataset_spec))
+    probe_device: Any = "cpu"  # where the one probe forward pass runs (workers may have GPUs)
+    if model is None:
+        model, info = load_model(checkpoint, device="cpu", **load_options)
+        model_info = info.to_dict() if model_info is None else model_info
+    else:  # the caller's copy stays where it is
+        probe_device = next(iter(model.parameters()), torch.empty(0)).device
+    if dataset is None:
+        dataset = dataset_from_spec(dict(dataset_spec))
+    # workers may run elsewhere (another working directory): absolute paths only
+    checkpoint = Path(checkpoint).resolve()
     store, rows = prepare_store(
-        model, dataset, layers, path, reductions=reductions, batch_size=batch_size,
-        chunk_size=chunk_size, indices=None if indices is None else list(indices), seed=seed,
-        model_info=info.to_dict(), overwrite=overwrite,
+        model, dataset, layers, Path(path).resolve(), reductions=reductions,
+        batch_size=batch_size, chunk_size=chunk_size,
+        indices=None if indices is None else list(indices), seed=seed,
+        model_info=model_info, overwrite=overwrite, device=probe_device,
     )
     pending = store.pending_chunks()
     if pending:
@@ -125,8 +171,8 @@ def _capture_distributed(distributed: Any, checkpoint: str | Path,
                       for i in range(0, len(pending), chunks_per_task)]
             futures = [
                 client.submit(_fill_task, str(checkpoint), dict(dataset_spec), str(store.path),
-                              rows, group, batch_size, device, threads_per_task,
-                              os.getpid(), pure=False)
+                              rows, group, batch_size, str(device), threads_per_task,
+                              os.getpid(), load_options, pure=False)
                 for group in groups
             ]
             distributed.wait(futures)
@@ -211,7 +257,15 @@ def map_layers(fn: Callable[..., Any], layers: Sequence[Any], client: Any,
     if client is None:
         return [fn(layer, *args) for layer in layers]
     name = getattr(fn, "__name__", "layer-task")
-    futures = [client.submit(fn, layer, *args, key=f"{name}-{i}-{uuid.uuid4().hex}",
+    futures = [client.submit(_layer_task, fn, layer, *args, key=f"{name}-{i}-{uuid.uuid4().hex}",
                              pure=False)
                for i, layer in enumerate(layers)]
     return client.gather(futures)
+
+
+def _layer_task(fn: Callable[..., Any], layer: Any, *args: Any) -> Any:
+    """Run one per-layer task on a worker (the ``layer-task`` fault-injection point first)."""
+    from deepprofile.testhooks import kill_point
+
+    kill_point("layer-task")
+    return fn(layer, *args)

@@ -103,6 +103,7 @@ RULES: dict[str, dict[str, Range]] = {
         "n_steps": _int(1), "robust_images": _int(1),
         "eps": _num(0, lo_open=True, optional=True), "finetune_steps": _int(0),
         "finetune_sigma": _num(0, lo_open=True, optional=True), "seed": SEED,
+        "shard_size": _int(1),
     },
     "data_attribution": {
         "proj_dim": _int(1, optional=True), "lambda_reg": _num(0), "n_targets": _int(1),

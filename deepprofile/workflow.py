@@ -48,8 +48,20 @@ def capture_run(
     quiet: bool = False,
     extra: Mapping[str, Any] | None = None,
     indices: Iterable[int] | None = None,
+    scheduler: str | None = None,
+    load_options: Mapping[str, Any] | None = None,
 ) -> tuple[RunDir, ActivationStore]:
-    """Capture into ``run_dir/store_name`` and write (or update) ``run_dir/run.json``."""
+    """Capture into ``run_dir/store_name`` and write (or update) ``run_dir/run.json``.
+
+    ``scheduler`` (``local:N`` or ``tcp://HOST:PORT``) spreads the store's chunks over Dask
+    workers (:func:`deepprofile.distributed.capture_distributed`): each loads ``checkpoint``
+    (with ``load_options``, the :func:`~deepprofile.models.load_model` options used for
+    ``model``) and rebuilds ``dataset`` from its spec. The store, results and run.json are
+    those of a capture in this process.
+    """
+    if scheduler is not None and checkpoint is None:
+        raise DeepProfileError("--scheduler needs a checkpoint file for the workers to load; "
+                               "a random-init architecture would differ on every worker.")
     run = RunDir(run_dir)
     if run.path.exists() and not run.path.is_dir():
         raise DeepProfileError(f"The run folder {run.path} is a file; give --out a folder "
@@ -60,12 +72,19 @@ def capture_run(
         if overwrite and (run.path / store_name).exists():
             with run.lock():
                 run.move_results_aside(store_name)
-        store = capture_to_store(
-            model, dataset, layers, run.path / store_name, reductions=reductions,
-            batch_size=batch_size, chunk_size=chunk_size, device=device, seed=seed,
-            model_info=model_info, overwrite=overwrite, quiet=quiet,
-            indices=None if indices is None else list(indices),
-        )
+        if scheduler is None:
+            store = capture_to_store(
+                model, dataset, layers, run.path / store_name, reductions=reductions,
+                batch_size=batch_size, chunk_size=chunk_size, device=device, seed=seed,
+                model_info=model_info, overwrite=overwrite, quiet=quiet,
+                indices=None if indices is None else list(indices),
+            )
+        else:
+            store = _capture_on_dask(
+                model, dataset, layers, run.path / store_name, scheduler, str(checkpoint),
+                reductions=reductions, batch_size=batch_size, chunk_size=chunk_size,
+                device=device, seed=seed, model_info=model_info, overwrite=overwrite,
+                indices=indices, load_options=load_options)
         from deepprofile.capture.stats import capture_stats
 
         stem = Path(store_name).stem
@@ -97,3 +116,23 @@ def capture_run(
 
     run.merge_overview(update)
     return run, store
+
+
+def _capture_on_dask(model: nn.Module, dataset: Dataset, layers: str | Iterable[str],
+                     path: Path, scheduler: str, checkpoint: str, *,
+                     reductions: Any, batch_size: int, chunk_size: int | None,
+                     device: str | torch.device, seed: int,
+                     model_info: Mapping[str, Any] | None, overwrite: bool,
+                     indices: Iterable[int] | None,
+                     load_options: Mapping[str, Any] | None) -> ActivationStore:
+    """The store filled by Dask workers of ``scheduler`` (see :func:`capture_run`)."""
+    from deepprofile.data import dataset_spec
+    from deepprofile.distributed import capture_distributed, client_for
+
+    with client_for(scheduler) as client:
+        return capture_distributed(
+            checkpoint, dataset_spec(dataset), layers, path, reductions=reductions,
+            client=client, batch_size=batch_size, chunk_size=chunk_size,
+            indices=None if indices is None else list(indices), device=str(device), seed=seed,
+            overwrite=overwrite, load_options=load_options, model=model,
+            model_info=model_info, dataset=dataset)

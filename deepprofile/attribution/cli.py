@@ -99,13 +99,22 @@ def register(app: typer.Typer) -> None:
             "or 'none' (no bound); sets captum's internal batch sizes.")] = "2GiB",
         seed: Annotated[int, typer.Option(
             parser=cp.integer(0), help="Seed for every random choice.")] = 0,
+        scheduler: Annotated[str | None, typer.Option(
+            parser=cp.scheduler,
+            help="Compute the maps as Dask tasks, one per shard of images: local:N (N worker "
+            "processes on this machine) or tcp://HOST:PORT (a running scheduler; the run "
+            "folder must be at the same path on every worker). Needs '.[dask]'.")] = None,
+        shard_size: Annotated[int, typer.Option(
+            parser=cp.integer(1),
+            help="Images per shard: the unit of resuming and of Dask tasks.")] = 8,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """Attribute a run's images: captum methods, SDE smoothing, BIG, robustness, alignment.
 
-        Writes maps under RUN_DIR/attribution/ and the summary to
-        RUN_DIR/results/attribution.json. Without a terminal, one progress line per stage
-        (elapsed and estimated time left) goes to stderr.
+        Writes maps to RUN_DIR/attribution.zarr, shard by shard (a killed run resumes with
+        the shards not done; a finished one is reused when the settings are unchanged), and
+        the summary to RUN_DIR/results/attribution.json. Without a terminal, one progress
+        line per stage (elapsed and estimated time left) goes to stderr.
         """
         from threadpoolctl import threadpool_limits
 
@@ -154,7 +163,7 @@ def register(app: typer.Typer) -> None:
                 robustness=_pick(robustness, preset, "robustness"),
                 boundary=_pick(big, preset, "big"),
                 alignment=_pick(alignment, preset, "alignment"),
-                memory_budget=memory_budget,
+                memory_budget=memory_budget, scheduler=scheduler, shard_size=shard_size,
             )
         if not quiet:
             typer.echo(summarize_attribution(result))

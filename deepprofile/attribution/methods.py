@@ -11,6 +11,7 @@ parameters, baselines, targets and layer made the numbers.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -209,25 +210,30 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = True
 
 
+_SEEDED_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def seeded(seed: int | None) -> Iterator[None]:
     """Seed torch's and numpy's global generators for the block, restore their state after.
 
     captum draws SmoothGrad's noise from torch and GradientShap's path points from
-    numpy's global generator, so both are seeded.
+    numpy's global generator, so both are seeded. The generators are process-wide, so
+    seeded blocks of different threads (Dask workers running as threads) take turns.
     """
     if seed is None:
         yield
         return
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    np_state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(seed))
-            np.random.seed(int(seed) & 0xFFFFFFFF)
-            yield
-    finally:
-        np.random.set_state(np_state)
+    with _SEEDED_LOCK:
+        np_state = np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(int(seed))
+                np.random.seed(int(seed) & 0xFFFFFFFF)
+                yield
+        finally:
+            np.random.set_state(np_state)
 
 
 def model_device(model: nn.Module) -> torch.device:

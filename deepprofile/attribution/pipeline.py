@@ -3,12 +3,15 @@
 One call explains a handful of images with every method (captum's plus SDE-smoothed
 and boundary IG), measures the noisy networks' accuracy, compares the methods'
 robustness and smoothness, scores the maps' alignment with the data manifold and,
-given a mapper graph's ``node_members``, summarises the maps of each node. Arrays go to
-``RUN_DIR/attribution/*.npy``; the summary to ``RUN_DIR/results/attribution.json``.
+given a mapper graph's ``node_members``, summarises the maps of each node. The maps are
+computed by shards of images (:mod:`.shards`, optionally as Dask tasks: :mod:`.distributed`)
+into ``RUN_DIR/attribution.zarr`` (:mod:`.store`), resumably; the summary goes to
+``RUN_DIR/results/attribution.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +27,6 @@ from deepprofile.attribution.methods import (
     attribute,
     canonical_method,
     model_device,
-    predict,
     saliency_maps,
 )
 from deepprofile.errors import DeepProfileError, EmptyDatasetError
@@ -149,6 +151,8 @@ def run_attribution(
     boundary: bool = True,
     alignment: bool = True,
     memory_budget: int | float | str | None = DEFAULT_BUDGET,
+    scheduler: Any = None,
+    shard_size: int = 8,
 ) -> AttributionResult:
     """Explain ``n_images`` images of ``dataset`` with every method and compare them.
 
@@ -164,11 +168,43 @@ def run_attribution(
     when ``run_dir`` is given; prints one line per stage when stderr is not a terminal.
     ``memory_budget`` (bytes, ``"4GB"``, or ``None``/``"none"`` for no bound) bounds every
     pass's activations (:mod:`deepprofile.attribution.memory`).
+
+    The maps are computed in shards of ``shard_size`` images and stored in
+    ``RUN_DIR/attribution.zarr`` (:mod:`deepprofile.attribution.store`): a killed run
+    resumes with the shards not yet done, and a finished one is reused when the map
+    settings did not change. ``scheduler`` (``"local:N"``, ``"tcp://HOST:PORT"`` or a
+    ``dask.distributed.Client``) computes the shards as Dask tasks, each loading the
+    run's checkpoint itself; the maps are the same as in one process. Everything that
+    needs all images (robustness, alignment, noisy accuracy, nodes) runs here.
     """
+    args = dict(locals())
     from deepprofile.validate import check_options
 
-    check_options("attribution", locals())
-    from deepprofile.attribution.boundary import big_attribute, find_boundary
+    check_options("attribution", args)
+    if run_dir is None:
+        if scheduler is not None:
+            raise DeepProfileError(
+                "A scheduler needs a run folder (its workers load the run's checkpoint and "
+                "write the maps there); pass run_dir.")
+        return _run_attribution(**args)
+    from deepprofile.attribution.store import STORE_NAME, store_lock
+
+    with store_lock(Path(run_dir) / STORE_NAME):
+        return _run_attribution(**args)
+
+
+def _run_attribution(
+    model: nn.Module, run_dir: str | Path | None, dataset: Any, *, n_images: int,
+    sigmas: Sequence[float], n_draws: int, seed: int, quiet: bool, method: str, n_steps: int,
+    noise_mode: str, robust_images: int, eps: float | None, sensitivity_samples: int,
+    sensitivity_images: int, node_members: Mapping[str, Sequence[int]] | None,
+    node_layer: str | None, max_per_node: int, reference: Any, n_reference: int,
+    alignment_layer: str | None, train_dataset: Any, finetune_steps: int,
+    finetune_sigma: float | None, accuracy_images: int, n_examples: int,
+    model_info: Mapping[str, Any] | None, robustness: bool, boundary: bool, alignment: bool,
+    memory_budget: Any, scheduler: Any, shard_size: int,
+) -> AttributionResult:
+    from deepprofile.attribution.boundary import big_attribute
     from deepprofile.attribution.manifold import (
         manifold_alignment,
         node_attribution_stats,
@@ -181,6 +217,7 @@ def run_attribution(
         residual_sites,
         sde_attribute,
     )
+    from deepprofile.attribution.shards import BIG_EPS, MapSettings, map_meta
     from deepprofile.progress import StageLog, progress_bar
     from deepprofile.provenance import now_iso, package_versions, weights_hash
 
@@ -203,8 +240,6 @@ def run_attribution(
         rows = None
         ds_idx = _evenly(len(dataset), n_images)
     x, labels = _load_images(dataset, ds_idx)
-    preds = predict(model, x).numpy()
-    targets = torch.from_numpy(preds)
     std_in = float(x.std())
     span = float(x.max() - x.min()) or 1.0
     eps = float(eps) if eps is not None else round(0.03 * span, 4)
@@ -212,70 +247,59 @@ def run_attribution(
     short = SHORT[base]
     method_kw: dict[str, Any] = {"n_steps": n_steps} if base == "integrated_gradients" else {}
     sig_pos = [float(s) for s in sigmas if s > 0]
-    big_eps = {"L2": (0.5, 1.0, 2.0, 4.0, 8.0), "Linf": (0.02, 0.05, 0.1, 0.2, 0.4)}
-
-    maps: dict[str, Any] = {}
-    meta: dict[str, dict[str, Any]] = {}
-
-    def keep(key: str, label: str, res: Any) -> None:
-        maps[key] = res
-        meta[key] = {
-            "label": label, "method": res.method, "params": res.params, "baseline": res.baseline,
-            "target_mode": res.target_mode, "layer": res.layer, "n_draws": res.n_draws,
-            "sde": res.sde,
-        }
+    big_eps = {k: tuple(v) for k, v in BIG_EPS.items()}
+    sg_std = round(0.15 * span, 4)
+    try:
+        sites = residual_sites(model)
+    except DeepProfileError:
+        sites = []
+    sde_ok = bool(sites)
+    settings = MapSettings(
+        base=base, short=short, n_steps=n_steps, n_draws=n_draws,
+        sigmas=tuple(float(s) for s in sigmas), noise_mode=noise_mode, seed=seed,
+        smoothgrad_stdev=sg_std, boundary=boundary,
+        cam_layer=(sites[-1].block or None) if sites else None, residual=sde_ok)
+    n_shards = -(-len(x) // shard_size)
 
     stages = _stage_weights(
         n_images=len(x), n_steps=n_steps, n_draws=n_draws, sigmas=sigmas,
         n_rob=n_rob if robustness else 0, accuracy_images=accuracy_images,
         finetune_steps=finetune_steps, boundary=boundary, alignment=alignment,
-        nodes=bool(node_members))
+        nodes=bool(node_members), n_shards=n_shards)
     log = StageLog("attribution", stages, quiet=quiet)
     with progress_bar(quiet) as progress:
         task = progress.add_task("attribution", total=len(stages))
 
-        def step(name: str, t0: float) -> None:
-            timings[name] = round(time.perf_counter() - t0, 3)
+        def step(name: str, t0: float | None) -> None:
+            if t0 is not None:
+                timings[name] = round(time.perf_counter() - t0, 3)
             progress.advance(task)
             log.finished(name)
 
-        # -- captum's methods ------------------------------------------------------------
+        # -- every per-image map, by shard (resumable, optionally on Dask) -----------------
         t0 = time.perf_counter()
-        plain = attribute(model, x, method=base, target=targets, seed=seed,
-                          return_convergence_delta=base == "integrated_gradients", **method_kw)
-        keep(short, f"{short} (plain)", plain)
-        keep("saliency", "saliency", attribute(model, x, method="saliency", target=targets))
-        keep("input_x_gradient", "input x gradient",
-             attribute(model, x, method="input_x_gradient", target=targets))
-        sg_std = round(0.15 * span, 4)
-        keep("smoothgrad", "SmoothGrad", attribute(
-            model, x, method="smoothgrad", target=targets, seed=seed, nt_samples=8, stdevs=sg_std))
-        keep("gradient_shap", "GradientShap", attribute(
-            model, x, method="gradient_shap", target=targets, seed=seed, n_samples=8))
-        try:
-            sites = residual_sites(model)
-        except DeepProfileError:
-            sites = []
-        if sites:
-            cam_layer = sites[-1].block or None
-            if cam_layer:
-                keep(f"gradcam:{cam_layer}", f"Grad-CAM ({cam_layer})", attribute(
-                    model, x, method="layer_gradcam", layer=cam_layer, target=targets,
-                    upsample=True))
-        step("captum_methods", t0)
+        got = _shard_maps(model, run_path, x, ds_idx, labels, settings, shard_size, scheduler,
+                          model_info, on_shard=lambda i: step(f"maps_{i}", None))
+        timings["maps"] = round(time.perf_counter() - t0, 3)
+        timings["shards_computed"] = float(got["computed"])
+        for i in range(n_shards):
+            if f"maps_{i}" not in log.done:
+                step(f"maps_{i}", None)
+        mstore = got["store"]
+        preds = got["predictions"]
+        targets = torch.from_numpy(got["targets"])
+        maps: dict[str, Any] = dict(got["maps"])
+        meta: dict[str, dict[str, Any]] = {k: dict(v) for k, v in got["meta"].items()}
+        search = got["boundary"]
+        if search is not None and not search["n_found"]:
+            maps.pop("big", None)  # with no boundary at all BIG would only repeat IG
+            meta.pop("big", None)
 
-        # -- SDE smoothing ----------------------------------------------------------------
-        sde_ok = bool(sites)
-        sigma0_equal = None
-        for sigma in sigmas if sde_ok else []:
-            t0 = time.perf_counter()
-            res = sde_attribute(model, x, sigma=float(sigma), n_draws=n_draws, mode=noise_mode,
-                                seed=seed, method=base, target=targets, **method_kw)
-            if sigma == 0:
-                sigma0_equal = bool(np.array_equal(res.attributions, plain.attributions))
-            else:
-                keep(f"sde_{short}:{sigma:g}", f"SDE-{short} σ={sigma:g}", res)
-            step(f"sde_{sigma:g}", t0)
+        def keep(key: str, label: str, res: Any) -> None:
+            maps[key] = _Maps(res.attributions, res.variance)
+            meta[key] = map_meta(label, res)
+
+        sigma0_equal = got["sigma0_equal"] if sde_ok and 0 in settings.sigmas else None
 
         t0 = time.perf_counter()
         acc_idx = (_evenly(store.n_samples, accuracy_images) if store is not None
@@ -315,17 +339,6 @@ def run_attribution(
                                                  seed=seed),
             }
             step("finetune", t0)
-
-        # -- boundary IG -------------------------------------------------------------------
-        search = None
-        if boundary:
-            t0 = time.perf_counter()
-            search = find_boundary(model, x, eps=big_eps, steps=8, seed=seed)
-            if search.found.any():  # with no boundary at all BIG would only repeat IG
-                big = big_attribute(model, x, target=targets, n_steps=n_steps, search=search,
-                                    seed=seed)
-                keep("big", "BIG (boundary IG)", big)
-            step("big", t0)
 
         # -- robustness --------------------------------------------------------------------
         t0 = time.perf_counter()
@@ -446,13 +459,14 @@ def run_attribution(
         "saliency": sal_ex,
         "saliency_scale": sal_scale,
         "note": "saliency = sum over channels of |attribution|, divided per image by its max "
-                "(saliency_scale); full signed maps in the methods' .npy files",
+                "(saliency_scale); full signed maps in attribution.zarr (maps/<method>)",
         "labels_of_methods": {k: meta[k]["label"] for k in maps},
     }
     checks: dict[str, Any] = {"sigma0_equals_plain": sigma0_equal}
-    if plain.convergence_delta is not None:
-        delta = np.abs(plain.convergence_delta)
-        total = plain.attributions.reshape(len(x), -1).sum(axis=1) - plain.convergence_delta
+    plain_delta = got["convergence_delta"]
+    if base == "integrated_gradients":
+        delta = np.abs(plain_delta)
+        total = maps[short].attributions.reshape(len(x), -1).sum(axis=1) - plain_delta
         checks["ig_completeness_max_abs_delta"] = float(delta.max())
         checks["ig_completeness_max_rel_delta"] = float(
             (delta / np.maximum(np.abs(total), 1e-12)).max())
@@ -472,7 +486,9 @@ def run_attribution(
             "boundary_eps": big_eps, "max_per_node": max_per_node,
             "alignment_neighbors": n_nb, "alignment_dim": dim, "device": str(model_device(model)),
             "stages": {"robustness": robustness, "boundary": boundary, "alignment": alignment},
-            "memory_budget": current_budget(),
+            "memory_budget": current_budget(), "shard_size": shard_size,
+            "scheduler": scheduler if scheduler is None or isinstance(scheduler, str)
+            else "client",
         },
         images={
             "dataset_indices": ds_idx.tolist(),
@@ -486,7 +502,7 @@ def run_attribution(
         robustness={} if robust is None else {**robust.to_dict(), "table": robust.table()},
         alignment=aligned,
         boundary={} if search is None else {
-            **search.summary(), "used": "big" in maps,
+            **search, "used": "big" in maps,
             **({} if "big" in maps else {
                 "note": "no boundary point found for any image: BIG left out"})},
         checks=checks,
@@ -496,13 +512,135 @@ def run_attribution(
         provenance={"date": now_iso(), "versions": package_versions()},
     )
     if run_path is not None:
-        result = _write(result, run_path, x, maps, node_full_maps)
+        result = _write(result, run_path, mstore, maps, node_full_maps)
     return result
+
+
+@dataclass(frozen=True, eq=False)
+class _Maps:
+    """One map set as read back from the shards (what the summaries need)."""
+
+    attributions: np.ndarray
+    variance: np.ndarray | None = None
+
+    def saliency(self) -> np.ndarray:
+        return saliency_maps(self.attributions)
+
+
+def _source(run_path: Path, model: nn.Module, model_info: Mapping[str, Any] | None
+            ) -> dict[str, Any]:
+    """How a Dask worker loads the run's model (see :func:`deepprofile.attribution.
+    distributed.fill_dask`)."""
+    info = dict(model_info or {})
+    return {"run_dir": str(run_path.resolve()), "arch": info.get("arch"),
+            "num_classes": info.get("num_classes"), "device": str(model_device(model))}
+
+
+def _identity(model: nn.Module, settings: Any, ds_idx: np.ndarray, x: torch.Tensor,
+              shard_size: int, budget: int | None) -> dict[str, Any]:
+    """What the maps depend on: a store made with anything else is not reused."""
+    import hashlib
+
+    from deepprofile.provenance import weights_hash
+
+    return {
+        "weights_hash": weights_hash(model), "settings": settings.to_dict(),
+        "dataset_indices": hashlib.sha256(np.asarray(ds_idx, np.int64).tobytes()).hexdigest(),
+        "images": hashlib.sha256(x.numpy().astype(np.float32).tobytes()).hexdigest(),
+        "shard_size": int(shard_size), "memory_budget": budget,
+        "device": str(model_device(model)),
+    }
+
+
+def _shard_maps(model: nn.Module, run_path: Path | None, x: torch.Tensor, ds_idx: np.ndarray,
+                labels: np.ndarray, settings: Any, shard_size: int, scheduler: Any,
+                model_info: Mapping[str, Any] | None, on_shard: Any) -> dict[str, Any]:
+    """Every per-image map, computed shard by shard (in the run's map store when there is
+    a run folder, else in memory), read back with the per-image checks."""
+    from deepprofile.attribution.distributed import fill_dask, fill_local
+    from deepprofile.attribution.shards import compute_shard
+    from deepprofile.attribution.store import STORE_NAME, MapStore
+
+    budget = current_budget()
+    labels_of = settings.labels()
+    if run_path is None:  # no store: the same shards, kept in memory
+        outs = []
+        for i, start in enumerate(range(0, len(x), shard_size)):
+            outs.append(compute_shard(model, x[start : start + shard_size], settings, start))
+            on_shard(i)
+        cat = lambda get: np.concatenate([get(o) for o in outs])  # noqa: E731
+        out = {
+            "store": None, "computed": len(outs), "meta": outs[0]["meta"],
+            "targets": cat(lambda o: o["targets"]), "predictions": cat(lambda o: o["predictions"]),
+            "maps": {k: _Maps(cat(lambda o, k=k: o["maps"][k]),
+                              cat(lambda o, k=k: o["variance"][k])
+                              if k in settings.variance_keys() else None) for k in labels_of},
+            "convergence_delta": cat(lambda o: o["convergence_delta"]),
+            "sigma0_equal": cat(lambda o: o["sigma0_equal"]),
+            "boundary": ({f: cat(lambda o, f=f: o["boundary"][f]) for f in outs[0]["boundary"]}
+                         if settings.boundary else None),
+        }
+    else:
+        image_shape = tuple(x.shape[1:])
+        store = MapStore.open_or_create(
+            run_path / STORE_NAME, _identity(model, settings, ds_idx, x, shard_size, budget),
+            images=x.numpy(), dataset_indices=ds_idx, labels=labels, shard_size=shard_size,
+            map_shapes=settings.map_shapes(image_shape), variance_keys=settings.variance_keys(),
+            convergence_delta=settings.base == "integrated_gradients",
+            boundary=settings.boundary)
+        if scheduler is None:
+            computed = fill_local(model, store, settings, budget, on_shard=on_shard)
+        else:
+            from deepprofile.distributed import client_for
+
+            own = isinstance(scheduler, str)
+            with client_for(scheduler) if own else contextlib.nullcontext(scheduler) as client:
+                computed = fill_dask(client, store, settings, budget,
+                                     _source(run_path, model, model_info),
+                                     store.identity["weights_hash"], on_shard=on_shard)
+        out = {
+            "store": store, "computed": len(computed),
+            "meta": store.shard_meta(), "targets": store.read("targets"),
+            "predictions": store.read("predictions"),
+            "maps": {k: _Maps(store.map_array(k),
+                              store.map_array(k, variance=True)
+                              if k in settings.variance_keys() else None) for k in labels_of},
+            "convergence_delta": (store.read("convergence_delta")
+                                  if settings.base == "integrated_gradients"
+                                  else np.full(len(x), np.nan, np.float32)),
+            "sigma0_equal": store.read("sigma0_equal").astype(bool),
+            "boundary": store.boundary() if settings.boundary else None,
+        }
+    boundary = out["boundary"]
+    out["boundary"] = (None if boundary is None else
+                       _boundary_summary(boundary, out["meta"]["boundary_params"]))
+    out["meta"] = {k: out["meta"]["methods"][k] for k in labels_of}  # the plain map first
+    out["sigma0_equal"] = bool(np.all(out["sigma0_equal"]))
+    return out
+
+
+def _boundary_summary(arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]
+                      ) -> dict[str, Any]:
+    """:meth:`BoundarySearch.summary` from the per-image arrays of the shards."""
+    from deepprofile.attribution.store import NORMS
+
+    found = np.asarray(arrays["found"]).astype(bool)
+    finite = lambda v: None if not np.isfinite(v) else float(v)  # noqa: E731
+    return {
+        "found": found.tolist(), "n_found": int(found.sum()), "n_images": int(len(found)),
+        "not_found": np.flatnonzero(~found).tolist(),
+        "eps": [finite(e) for e in arrays["eps"]],
+        "norm": [NORMS[int(k)] for k in arrays["norm"]],
+        "distance_l2": [finite(d) for d in arrays["distance"]],
+        "original_class": np.asarray(arrays["original"]).tolist(),
+        "boundary_class": np.asarray(arrays["adversarial"]).tolist(),
+        "params": dict(params),
+    }
 
 
 def _stage_weights(*, n_images: int, n_steps: int, n_draws: int, sigmas: Sequence[float],
                    n_rob: int, accuracy_images: int, finetune_steps: int, boundary: bool,
-                   alignment: bool, nodes: bool) -> dict[str, float]:
+                   alignment: bool, nodes: bool, n_shards: int = 1) -> dict[str, float]:
     """Expected relative cost of each stage, in gradient passes over one image.
 
     Rough counts from the settings (IG = ``n_steps`` passes, SDE = ``n_draws`` IGs, a
@@ -510,14 +648,12 @@ def _stage_weights(*, n_images: int, n_steps: int, n_draws: int, sigmas: Sequenc
     only weight the time-left estimate, which is rescaled by the measured times.
     """
     ig = n_steps
-    weights: dict[str, float] = {"captum_methods": n_images * (ig + 19)}
-    for sigma in sigmas:
-        weights[f"sde_{sigma:g}"] = n_images * n_draws * ig
+    per_image = ig + 19 + len(sigmas) * n_draws * ig + ((80 + ig) if boundary else 0)
+    weights: dict[str, float] = {f"maps_{i}": n_images * per_image / n_shards
+                                 for i in range(n_shards)}
     weights["noisy_accuracy"] = accuracy_images * len(sigmas) * min(n_draws, 4) / 3
     if finetune_steps > 0:
         weights["finetune"] = finetune_steps * 64 + n_images * n_draws * ig * len(sigmas)
-    if boundary:
-        weights["big"] = n_images * (80 + ig)
     if n_rob:
         n_expl = 2 + sum(1 for s in sigmas if s > 0) + int(boundary)
         per = ig * (1 + n_draws * sum(1 for s in sigmas if s > 0) / max(n_expl, 1))
@@ -562,37 +698,34 @@ def _layer_alignment(
     return {f"layer_ig:{name}": al.to_dict()}
 
 
-def _safe(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in key)
-
-
 def _write(
-    result: AttributionResult, run_path: Path, x: torch.Tensor, maps: Mapping[str, Any],
+    result: AttributionResult, run_path: Path, store: Any, maps: Mapping[str, Any],
     node_maps: np.ndarray | None,
 ) -> AttributionResult:
+    """Record where each map lives in ``attribution.zarr`` (maps made outside the shards,
+    fine-tuned SDE and node maps, are written there now) and write the result JSON."""
     from dataclasses import replace
 
+    from deepprofile.attribution.store import STORE_NAME
     from deepprofile.rundir import RunDir
 
-    out = run_path / ARRAY_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
-    np.save(out / "images.npy", x.numpy().astype(np.float32))
-    files["images"] = f"{ARRAY_DIR}/images.npy"
+    where = store.meta["maps"]
     methods = {k: dict(v) for k, v in result.methods.items()}
     for key, res in maps.items():
-        name = f"{ARRAY_DIR}/{_safe(key)}.npy"
-        np.save(run_path / name, res.attributions.astype(np.float32))
-        methods[key]["file"] = name
-        if res.variance is not None:
-            vname = f"{ARRAY_DIR}/{_safe(key)}.variance.npy"
-            np.save(run_path / vname, res.variance.astype(np.float32))
-            methods[key]["variance_file"] = vname
+        if key in where:
+            methods[key]["array"] = where[key]["array"]
+            if where[key]["variance"]:
+                methods[key]["variance_array"] = where[key]["variance"]
+        else:
+            methods[key]["array"] = store.write_extra(key, res.attributions)
+            if res.variance is not None:
+                methods[key]["variance_array"] = store.write_extra(
+                    f"{key}.variance", res.variance)
+    files: dict[str, str] = {"store": STORE_NAME, "maps_hash": store.hash, "images": "images"}
     nodes = result.nodes
     if node_maps is not None and nodes is not None:
-        name = f"{ARRAY_DIR}/node_maps_{_safe(str(nodes.get('layer') or 'layer'))}.npy"
-        np.save(run_path / name, node_maps)
-        nodes = {**nodes, "file": name}
+        name = store.write_extra(f"node_maps_{nodes.get('layer') or 'layer'}", node_maps)
+        nodes = {**nodes, "array": name}
         files["node_maps"] = name
     files["result"] = f"results/{RESULT_NAME}.json"
     result = replace(result, methods=methods, nodes=nodes, files=files)
@@ -668,7 +801,8 @@ def summarize_attribution(result: AttributionResult) -> str:
         lines.append(f"  noisy fine-tuning: {ft['steps']} steps at σ={ft['sigma']:g}, loss "
                      f"{_fmt(ft['loss_first'])} -> {_fmt(ft['loss_last'])}")
     if result.files.get("result"):
-        lines.append(f"  wrote {result.files['result']} and maps under {ARRAY_DIR}/")
+        lines.append(f"  wrote {result.files['result']} and maps in "
+                     f"{result.files.get('store', ARRAY_DIR)}")
     return "\n".join(lines)
 
 

@@ -408,6 +408,7 @@ class RunData:
             return self._attr
 
     def _load_attribution(self) -> _Attribution | None:
+        from deepprofile.attribution.store import read_map
         from deepprofile.rundir import RunDir
 
         rd = RunDir(self.path)
@@ -420,7 +421,7 @@ class RunData:
             if rows is None or not methods:
                 return None
             key = next(iter(methods))  # the plain method comes first
-            maps = np.load(self.path / methods[key]["file"], allow_pickle=False)
+            maps = read_map(self.path, res, key)
             maps = np.abs(maps).sum(axis=1) if maps.ndim == 4 else np.abs(maps)
             rows = np.asarray(rows, dtype=np.int64)
             if maps.ndim != 3 or len(maps) != len(rows) or rows.max() >= self.n_rows:

@@ -66,6 +66,9 @@ def register(app: typer.Typer) -> None:
             parser=cp.device, help="auto (CUDA when available), cpu, cuda, cuda:1 ...")] = "auto",
         seed: Annotated[int, typer.Option(
             parser=cp.integer(0), help="Seed for every random choice.")] = 0,
+        scheduler: Annotated[str | None, typer.Option(
+            parser=cp.scheduler, help=cp.SCHEDULER_HELP + " Same spectral.json as without."
+        )] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """SVD + random-matrix analysis of every Conv/Linear layer (trained vs random init);
@@ -129,7 +132,7 @@ def register(app: typer.Typer) -> None:
             weight_layers=weight_layers or None, threshold=threshold, mode=mode,
             n_vectors=n_vectors, max_projection_layers=max_layers,
             compare_random_init=random_init, n_bootstrap=bootstrap, batch_size=batch_size,
-            device=dev, model_info=info.to_dict(), store=opened,
+            device=dev, model_info=info.to_dict(), store=opened, scheduler=scheduler,
         )
         write_json(target, result.to_dict())
         if not quiet:

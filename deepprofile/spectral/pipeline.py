@@ -196,6 +196,7 @@ def run_spectral(
     model_info: Mapping[str, Any] | None = None,
     class_names: Sequence[str] | None = None,
     store: Any = None,
+    scheduler: str | None = None,
 ) -> SpectralResult:
     """SVD + random-matrix figures of every Conv/Linear layer (trained and random init), and,
     with a dataset, projections + class hypergraphs for a few conv layers.
@@ -208,15 +209,48 @@ def run_spectral(
     layers stored as full maps (``flatten``) are projected from the store directly; the others
     by a forward pass over the store's images, rebuilt from its dataset spec
     (``store.metadata["dataset"]``) and row indices.
+
+    ``scheduler`` (``local:N`` or ``tcp://HOST:PORT``, see
+    :func:`deepprofile.distributed.client_for`) runs each layer's weight spectrum (trained
+    and random init), each projection from stored full maps and each operator spectrum as
+    one Dask task; the forward pass over the dataset stays here (one pass serves every
+    layer). The result is identical to one process.
     """
-    from deepprofile.provenance import weights_hash
+    from deepprofile.distributed import client_for
     from deepprofile.validate import check_options
 
     check_options("spectral", locals())
+    with client_for(scheduler) as client:
+        result = _run_spectral(
+            model, dataset, layers, client=client, seed=seed, quiet=quiet,
+            weight_layers=weight_layers, threshold=threshold, mode=mode, n_vectors=n_vectors,
+            max_projection_layers=max_projection_layers,
+            compare_random_init=compare_random_init, n_bootstrap=n_bootstrap,
+            shared_fraction=shared_fraction, batch_size=batch_size, device=device,
+            model_info=model_info, class_names=class_names, store=store)
+    if run_dir is not None:
+        from deepprofile.rundir import RunDir
+
+        RunDir(run_dir).write_result(RESULT_NAME, result)
+    return result
+
+
+def _run_spectral(
+    model: nn.Module, dataset: Dataset | None, layers: str | Iterable[str] | None, *,
+    client: Any, seed: int, quiet: bool, weight_layers: str | Iterable[str] | None,
+    threshold: float, mode: str, n_vectors: int | None, max_projection_layers: int,
+    compare_random_init: bool, n_bootstrap: int, shared_fraction: float, batch_size: int,
+    device: str | torch.device, model_info: Mapping[str, Any] | None,
+    class_names: Sequence[str] | None, store: Any,
+) -> SpectralResult:
+    """:func:`run_spectral` without writing, per-layer work on ``client`` when given."""
+    from deepprofile.distributed import map_layers
+    from deepprofile.provenance import weights_hash
+
     ana = WeightSpectrumAnalyzer(
         weight_layers, compare_random_init=compare_random_init, n_bootstrap=n_bootstrap,
         seed=seed, quiet=quiet, model_info=model_info,
-    ).fit(model)
+    ).fit(model, client=client)
     projections: dict[str, LayerProjection] = {}
     hypergraphs: dict[str, ClassHypergraph] = {}
     operator: dict[str, dict[str, Any]] = {}
@@ -237,11 +271,17 @@ def run_spectral(
         svds = {n: layer_svd(modules[n], n, vectors=True) for n in proj_names}
         stored = [n for n in proj_names if store is not None and n in store.layers
                   and store.reduction(n) == "flatten"]
-        for n in stored:  # full output maps in the store: no forward pass needed
-            projections[n] = project_stored_outputs(
-                svds[n], store.layer(n), store.labels, store.indices, n_vectors=n_vectors,
-                threshold=threshold, mode=mode, class_names=class_names,
-            )
+        options = {"n_vectors": n_vectors, "threshold": threshold, "mode": mode,
+                   "class_names": None if class_names is None else list(class_names)}
+        if client is None:  # full output maps in the store: no forward pass needed
+            for n in stored:
+                projections[n] = project_stored_outputs(
+                    svds[n], store.layer(n), store.labels, store.indices, **options)
+        else:  # one task per layer, reading its maps from the store there
+            projections.update(zip(stored, map_layers(
+                _stored_projection_task, [(n, svds[n]) for n in stored], client,
+                str(Path(store.path).resolve()), options), strict=True))
+        for n in stored:
             sources[n] = "store (flatten outputs)"
         rest = [n for n in proj_names if n not in projections]
         if rest:
@@ -264,8 +304,10 @@ def run_spectral(
             ))
             for n in rest:
                 sources[n] = "forward hooks on the dataset"
-                if n in shapes and not isinstance(modules[n], nn.Linear):
-                    operator[n] = operator_summary(modules[n], shapes[n])
+            spectra = [n for n in rest if n in shapes and not isinstance(modules[n], nn.Linear)]
+            operator.update(zip(spectra, map_layers(
+                _operator_task, [(modules[n], shapes[n]) for n in spectra], client),
+                strict=True))
         projections = {n: projections[n] for n in proj_names}
         hypergraphs = {n: hypergraph_from_projection(p, shared_fraction=shared_fraction)
                        for n, p in projections.items()}
@@ -283,11 +325,24 @@ def run_spectral(
         trained=ana.result_, random_init=ana.random_init_, projections=projections,
         hypergraphs=hypergraphs, operator=operator, model_info=dict(model_info or {}),
     )
-    if run_dir is not None:
-        from deepprofile.rundir import RunDir
-
-        RunDir(run_dir).write_result(RESULT_NAME, result)
     return result
+
+
+def _stored_projection_task(item: tuple[str, Any], store_path: str,
+                            options: dict[str, Any]) -> LayerProjection:
+    """One layer's projection from the full maps in the store at ``store_path`` (a task)."""
+    from deepprofile.capture.store import ActivationStore
+
+    name, svd = item
+    store = ActivationStore.open(store_path, verify=False)
+    return project_stored_outputs(svd, store.layer(name), store.labels, store.indices,
+                                  **options)
+
+
+def _operator_task(item: tuple[nn.Module, Sequence[int]]) -> dict[str, Any]:
+    """One conv's :func:`operator_summary` at its input shape (a task)."""
+    module, shape = item
+    return operator_summary(module, shape)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

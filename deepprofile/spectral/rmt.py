@@ -499,33 +499,45 @@ class WeightSpectrumAnalyzer:
                 "alpha * log10(s_max^2), s_max^2 = largest eigenvalue of W W^T"}
 
     def _analyse(self, model: nn.Module, names: list[str], label: str,
-                 **extra: Any) -> ModelSpectrum:
+                 client: Any = None, **extra: Any) -> ModelSpectrum:
         from deepprofile.progress import progress_iter
         from deepprofile.provenance import weights_hash
 
-        layers = []
-        for name in progress_iter(names, f"weight spectra ({label})", quiet=self.quiet):
-            layers.append(layer_spectrum(
-                get_module(model, name), name, min_tail=self.min_tail,
-                min_eigenvalues=self.min_eigenvalues, n_bootstrap=self.n_bootstrap,
-                seed=self.seed,
-            ))
+        options = {"min_tail": self.min_tail, "min_eigenvalues": self.min_eigenvalues,
+                   "n_bootstrap": self.n_bootstrap, "seed": self.seed}
+        if client is not None:  # one Dask task per layer, shipped with its own module only
+            from deepprofile.distributed import map_layers
+
+            layers = map_layers(_spectrum_task, [(n, get_module(model, n)) for n in names],
+                                client, options)
+        else:
+            layers = [layer_spectrum(get_module(model, name), name, **options)
+                      for name in progress_iter(names, f"weight spectra ({label})",
+                                                quiet=self.quiet)]
         return ModelSpectrum(
             model=type(model).__name__, weights_hash=weights_hash(model),
             layers=tuple(layers), parameters={**self._params(), "weights": label, **extra},
         )
 
-    def fit(self, model: nn.Module) -> WeightSpectrumAnalyzer:
+    def fit(self, model: nn.Module, *, client: Any = None) -> WeightSpectrumAnalyzer:
+        """Analyse ``model``; with a Dask ``client`` each layer's spectrum is one task
+        (identical figures: every layer's fit is seeded on its own)."""
         self.layer_names_ = weight_layers(model, self.layers)
-        self.result_ = self._analyse(model, self.layer_names_, "trained")
+        self.result_ = self._analyse(model, self.layer_names_, "trained", client)
         self.random_init_ = None
         self.baseline_: InitBaseline | None = None
         if self.compare_random_init:
             clone, self.baseline_ = random_init_baseline(model, self.seed,
                                                          model_info=self.model_info)
-            self.random_init_ = self._analyse(clone, self.layer_names_, "random init",
+            self.random_init_ = self._analyse(clone, self.layer_names_, "random init", client,
                                               baseline=self.baseline_.to_dict())
         return self
+
+
+def _spectrum_task(item: tuple[str, nn.Module], options: dict[str, Any]) -> LayerSpectrum:
+    """One layer's :func:`layer_spectrum` (a Dask task of ``fit(model, client=...)``)."""
+    name, module = item
+    return layer_spectrum(module, name, **options)
 
 
 def analyze_weights(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -97,3 +99,23 @@ def trained_resnet() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.set_num_threads(threads)
     x_test, y_test = quadrant_data(64, seed=1)
     return model, x_test, y_test
+
+
+def make_run(root: Path, n: int = 30) -> tuple[Path, nn.Module, object]:
+    """A run folder under ``root``: a tiny SmallResNet checkpoint, ``n`` captured digits."""
+    from deepprofile.data import DigitsDataset
+    from deepprofile.models import save_checkpoint
+    from deepprofile.workflow import capture_run
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "widths": (4, 6, 8)}
+    model = spread_batchnorm(SmallResNet(num_classes=10, **kwargs)).eval()
+    root.mkdir(parents=True, exist_ok=True)
+    ckpt = save_checkpoint(root / "model.pt", model, "small_resnet", kwargs)
+    dataset = DigitsDataset("test")
+    capture_run(model, dataset, root / "run", ["layer1", "layer2"], checkpoint=str(ckpt),
+                indices=range(n), quiet=True)
+    torch.set_num_threads(threads)
+    return root / "run", model, dataset

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
@@ -17,13 +16,11 @@ from deepprofile.attribution.pipeline import (
     run_attribution,
     summarize_attribution,
 )
-from deepprofile.data import DigitsDataset
+from deepprofile.attribution.store import read_array, read_map
 from deepprofile.errors import DeepProfileError
-from deepprofile.models import SmallResNet, save_checkpoint
 from deepprofile.rundir import RunDir
-from deepprofile.workflow import capture_run
 
-from .conftest import spread_batchnorm
+from .conftest import make_run
 
 FAST = {"n_images": 4, "sigmas": (0.0, 0.3), "n_draws": 2, "n_steps": 4, "robust_images": 2,
         "sensitivity_samples": 1, "sensitivity_images": 1, "accuracy_images": 16,
@@ -33,18 +30,7 @@ FAST = {"n_images": 4, "sigmas": (0.0, 0.3), "n_draws": 2, "n_steps": 4, "robust
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run folder: a tiny SmallResNet checkpoint, 30 captured digits, run.json."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    kwargs = {"in_channels": 1, "widths": (4, 6, 8)}
-    model = spread_batchnorm(SmallResNet(num_classes=10, **kwargs)).eval()
-    root = tmp_path_factory.mktemp("attr_run")
-    ckpt = save_checkpoint(root / "model.pt", model, "small_resnet", kwargs)
-    dataset = DigitsDataset("test")
-    capture_run(model, dataset, root / "run", ["layer1", "layer2"], checkpoint=str(ckpt),
-                indices=range(30), quiet=True)
-    torch.set_num_threads(threads)
-    return root / "run", model, dataset
+    return make_run(tmp_path_factory.mktemp("attr_run"))
 
 
 def test_run_attribution_writes_results(run_dir):
@@ -66,12 +52,13 @@ def test_run_attribution_writes_results(run_dir):
                                                                     / 1024))
     assert res.nodes["nodes"]["n1"]["n_explained"] == 3 and res.nodes["layer"] == "layer2"
     assert res.nodes["nodes"]["n2"]["n_members"] == 0
-    # files: arrays beside the JSON, referenced relatively
+    # maps in attribution.zarr beside the JSON, referenced relatively
     stored = RunDir(path).read_result("attribution")
-    ig = np.load(path / stored["methods"]["ig"]["file"])
+    ig = read_map(path, stored, "ig")
     assert ig.shape == (4, 1, 32, 32)
-    assert np.load(path / stored["methods"]["sde_ig:0.3"]["variance_file"]).shape == ig.shape
-    assert np.load(path / stored["nodes"]["file"]).shape[0] == 2
+    assert read_map(path, stored, "sde_ig:0.3", variance=True).shape == ig.shape
+    assert read_array(path, stored, stored["nodes"]["array"]).shape[0] == 2
+    assert read_array(path, stored, stored["files"]["images"]).shape == (4, 1, 32, 32)
     grid = stored["examples"]
     assert len(grid["images"]) == 2 and np.asarray(grid["saliency"]["ig"]).shape == (2, 32, 32)
     back = AttributionResult.from_dict(stored)
