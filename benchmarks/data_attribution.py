@@ -12,9 +12,13 @@ TRAK and TracInCP use the same checkpoints (``--seeds`` models x 2 checkpoints e
   margin of the test images of one class, against as many random ones; retrain
   ``--removal-seeds`` times; the class's mean test margin and accuracy drop.
 - Speed: featurising ``--speed-images`` digits (32x32) for one checkpoint of the demo
-  CNN (SmallResNet), deepprofile (Zarr store) vs ``TRAKer.featurize`` (fresh save_dir)
-  with traker's default CPU projector and with deepprofile's projector; each run in
-  its own process, best of ``--speed-repeats``, peak RSS growth during the run.
+  CNN (SmallResNet, random init), deepprofile (Zarr store) vs ``TRAKer.featurize``
+  (fresh save_dir), the same images through the same DataLoader, proj_dim 64. The
+  figure is the paired in-process test (``--speed-rounds`` alternating rounds, order
+  swapped each round, one torch thread, CPU time of the process, median of the
+  per-round ratios, every ratio printed); then each
+  side in its own process (best of ``--speed-repeats``, traker's default projector and
+  ours) for the peak RSS growth of the featurisation.
 
 ``--model small_resnet`` runs the LDS part on the demo CNN instead: deepprofile's
 SmallResNet on the bundled digits at 32x32, trained with the demo's recipe
@@ -23,6 +27,9 @@ checkpoints; ``--epochs`` overrides), ``--seeds`` models; every LDS subset is re
 with the same recipe. TRAK over all kept checkpoints, over the first seed's only and
 over its final checkpoint only, TracInCP on the same checkpoints (``--no-tracin`` skips
 it) and random scores.
+
+TRAK rows use ``--ridge`` (default: the engine's, 1 x the mean eigenvalue of ``X^T X``);
+rows ending in ``_ridge0`` are the same scores without the ridge (``TRAKer``'s formula).
 
 Concept parts (the demo CNN; no digits MLP is trained when only these run):
 ``--parts concept_removal`` is Konz et al.'s removal check on the ``shapes`` marker
@@ -47,6 +54,7 @@ import resource
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +73,7 @@ from deepprofile.data_attribution.evaluation import (
 )
 from deepprofile.data_attribution.outputs import MarginOutput
 from deepprofile.data_attribution.store import FeatureStore
-from deepprofile.data_attribution.trak import TrakEnsemble, checkpoint_infos
+from deepprofile.data_attribution.trak import DEFAULT_RIDGE, TrakEnsemble, checkpoint_infos
 from deepprofile.models.registry import register_model, save_checkpoint
 
 EPOCHS, KEEP = 20, (10, 20)
@@ -131,39 +139,51 @@ class _PeakRSS:
         self.peak = max(self.peak, self._rss())
 
 
+def _traker_featurize(model: nn.Module, ckpt: Path, train: Subset, proj_dim: int,
+                      save_dir: Path, batch_size: int, projector: object = None) -> None:
+    """``TRAKer.featurize`` used directly, batch by batch from a DataLoader over ``train``."""
+    import logging
+
+    from torch.utils.data import DataLoader
+    from trak import TRAKer
+
+    from deepprofile.data_attribution.trak import load_state
+
+    traker = TRAKer(model=model, task="image_classification", train_set_size=len(train),
+                    save_dir=str(save_dir), device="cpu", use_half_precision=False,
+                    proj_dim=proj_dim, projector=projector, logging_level=logging.ERROR)
+    traker.load_checkpoint(load_state(ckpt), model_id=0)
+    for x, y in DataLoader(train, batch_size=batch_size):
+        traker.featurize(batch=(x, torch.as_tensor(y).long()), num_samples=len(y))
+
+
+def _ours_featurize(model: nn.Module, ckpt: Path, train: Subset, proj_dim: int,
+                    store: Path, batch_size: int) -> None:
+    """deepprofile's featurisation of one checkpoint into a fresh Zarr feature store."""
+    infos = checkpoint_infos([ckpt])
+    ens = TrakEnsemble(model, infos, train, FeatureStore(store), proj_dim=proj_dim,
+                       batch_size=batch_size, quiet=True)
+    ens.features(infos[0], None)
+
+
 def _featurise_job(kind: str, ckpt: str, proj_dim: int, n_images: int,
                    queue: mp.Queue) -> None:
     """One featurisation in a fresh process: images/s and peak RSS growth (MB)."""
-    import logging
-
-    from trak import TRAKer
-
-    from deepprofile.data_attribution.trak import load_state, make_projector
+    from deepprofile.data_attribution.trak import make_projector
     from deepprofile.models import load_model
 
     train = Subset(DigitsDataset("train", size=32), range(n_images))
     model, _ = load_model(ckpt)
-    infos = checkpoint_infos([ckpt])
     tmp = Path(tempfile.mkdtemp())
     n_params = sum(p.numel() for p in model.parameters())
-    xs = torch.stack([train[i][0] for i in range(n_images)])
-    ys = torch.tensor([train[i][1] for i in range(n_images)])
     peak = _PeakRSS().__enter__()
     t = time.perf_counter()
     if kind == "deepprofile":
-        ens = TrakEnsemble(model, infos, train, FeatureStore(tmp / "f.zarr"), proj_dim=proj_dim,
-                           batch_size=32, quiet=True)
-        ens.features(infos[0], None)
+        _ours_featurize(model, Path(ckpt), train, proj_dim, tmp / "f.zarr", 32)
     else:
         projector = (make_projector(n_params, proj_dim, 0, 0, torch.device("cpu"))
                      if kind == "traker_same_projector" else None)
-        traker = TRAKer(model=model, task="image_classification", train_set_size=len(train),
-                        save_dir=str(tmp / "traker"), device="cpu", use_half_precision=False,
-                        proj_dim=proj_dim, projector=projector, logging_level=logging.ERROR)
-        traker.load_checkpoint(load_state(ckpt), model_id=0)
-        for start in range(0, n_images, 32):
-            batch = (xs[start:start + 32], ys[start:start + 32])
-            traker.featurize(batch=batch, num_samples=len(batch[1]))
+        _traker_featurize(model, Path(ckpt), train, proj_dim, tmp / "traker", 32, projector)
     seconds = time.perf_counter() - t
     peak.__exit__()
     queue.put({"images_per_s": n_images / seconds, "seconds": seconds,
@@ -171,6 +191,8 @@ def _featurise_job(kind: str, ckpt: str, proj_dim: int, n_images: int,
 
 
 def featurise_speed(ckpt: Path, proj_dim: int, n_images: int, repeats: int) -> dict:
+    """Each featurisation in a fresh process (interleaved): best images/s and the peak RSS
+    growth of the featurisation (model copy, projector matrix, per-sample gradients, store)."""
     ctx = mp.get_context("spawn")
     out: dict[str, list[dict]] = {}
     for _ in range(repeats):  # interleaved so load changes hit every path alike
@@ -183,64 +205,74 @@ def featurise_speed(ckpt: Path, proj_dim: int, n_images: int, repeats: int) -> d
             proc.join()
     best = {k: max(v, key=lambda r: r["images_per_s"]) for k, v in out.items()}
     return {**best,
+            "peak_rss_growth_mb_all": {k: [round(r["peak_rss_growth_mb"], 1) for r in v]
+                                       for k, v in out.items()},
             "ratio_vs_traker_default": best["deepprofile"]["images_per_s"]
             / best["traker_default"]["images_per_s"],
             "ratio_vs_traker_same_projector": best["deepprofile"]["images_per_s"]
             / best["traker_same_projector"]["images_per_s"]}
 
 
-def paired_speed(ckpt: Path, proj_dim: int, n_images: int, rounds: int) -> dict:
-    """deepprofile's featurisation and ``TRAKer.featurize`` (default projector, fresh
-    save_dir) timed alternately in one process on the same images, order swapped every
-    round, after one warm-up each: the median of the per-round time ratios is robust to
-    load changes that swing separate runs by 30% on a shared machine."""
-    import logging
+def paired_speed(ckpt: Path, proj_dim: int, n_images: int, rounds: int,
+                 batch_size: int = 32, threads: int = 1) -> dict:
+    """deepprofile's featurisation against ``TRAKer.featurize`` in one process, robust to
+    a shared machine.
 
-    from trak import TRAKer
-
-    from deepprofile.data_attribution.trak import load_state
+    Identical work on both sides: the same model object, the same images through the same
+    DataLoader and batch size, a fresh store / save_dir each time, traker's default CPU
+    projector (at ``proj_dim <= 100`` the same single normal block as ours). One warm-up
+    each, then ``rounds`` pairs back to back with the order swapped every round. Each side
+    is timed by the CPU time of this process (all its threads: torch, Zarr's I/O thread)
+    on ``threads`` torch threads, which other processes' load barely changes, and by wall
+    time; the figure is the median of the per-round CPU-time ratios, every ratio kept."""
     from deepprofile.models import load_model
 
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
     train = Subset(DigitsDataset("train", size=32), range(n_images))
     model, _ = load_model(ckpt)
-    infos = checkpoint_infos([ckpt])
-    xs = torch.stack([train[i][0] for i in range(n_images)])
-    ys = torch.tensor([train[i][1] for i in range(n_images)])
+    tmp = Path(tempfile.mkdtemp())
+    count = iter(range(10**6))
 
-    def ours() -> float:
-        tmp = Path(tempfile.mkdtemp())
-        t = time.perf_counter()
-        ens = TrakEnsemble(model, infos, train, FeatureStore(tmp / "f.zarr"), proj_dim=proj_dim,
-                           batch_size=32, chunk_size=32, quiet=True)
-        ens.features(infos[0], None)
-        return time.perf_counter() - t
+    def timed(fn) -> tuple[float, float]:
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        return time.process_time() - c, time.perf_counter() - w
 
-    def theirs() -> float:
-        tmp = Path(tempfile.mkdtemp())
-        t = time.perf_counter()
-        traker = TRAKer(model=model, task="image_classification", train_set_size=n_images,
-                        save_dir=str(tmp / "traker"), device="cpu", use_half_precision=False,
-                        proj_dim=proj_dim, logging_level=logging.ERROR)
-        traker.load_checkpoint(load_state(ckpt), model_id=0)
-        for start in range(0, n_images, 32):
-            traker.featurize(batch=(xs[start:start + 32], ys[start:start + 32]),
-                             num_samples=len(ys[start:start + 32]))
-        return time.perf_counter() - t
+    def ours() -> tuple[float, float]:
+        path = tmp / f"f{next(count)}.zarr"
+        return timed(lambda: _ours_featurize(model, ckpt, train, proj_dim, path, batch_size))
 
-    ours(), theirs()
-    pairs = []
-    for r in range(rounds):
-        if r % 2:
-            b, a = theirs(), ours()
-        else:
-            a, b = ours(), theirs()
-        pairs.append((a, b))
-    ratios = [b / a for a, b in pairs]  # > 1: deepprofile faster
+    def theirs() -> tuple[float, float]:
+        path = tmp / f"t{next(count)}"
+        return timed(lambda: _traker_featurize(model, ckpt, train, proj_dim, path,
+                                               batch_size))
+
+    try:
+        ours(), theirs()
+        pairs = []
+        for r in range(rounds):
+            if r % 2:
+                b, a = theirs(), ours()
+            else:
+                a, b = ours(), theirs()
+            pairs.append((a, b))
+    finally:
+        torch.set_num_threads(previous)
+    cpu = [b[0] / a[0] for a, b in pairs]  # > 1: deepprofile faster
+    wall = [b[1] / a[1] for a, b in pairs]
     return {"rounds": rounds, "n_images": n_images, "proj_dim": proj_dim,
-            "median_speed_ratio": float(np.median(ratios)),
-            "ratios": ratios, "deepprofile_images_per_s_median":
-                float(n_images / np.median([a for a, _ in pairs])),
-            "traker_images_per_s_median": float(n_images / np.median([b for _, b in pairs]))}
+            "batch_size": batch_size, "torch_threads": threads,
+            "median_cpu_time_ratio": float(np.median(cpu)),
+            "cpu_time_ratios": [round(r, 3) for r in cpu],
+            "median_wall_time_ratio": float(np.median(wall)),
+            "wall_time_ratios": [round(r, 3) for r in wall],
+            "deepprofile_cpu_s": [round(a[0], 3) for a, _ in pairs],
+            "traker_cpu_s": [round(b[0], 3) for _, b in pairs],
+            "deepprofile_images_per_cpu_s_median":
+                float(n_images / np.median([a[0] for a, _ in pairs])),
+            "traker_images_per_cpu_s_median":
+                float(n_images / np.median([b[0] for _, b in pairs]))}
 
 
 def concept_removal(train: DigitsDataset, test: DigitsDataset, ckpts: list[Path],
@@ -729,23 +761,27 @@ def cnn_lds(args: argparse.Namespace) -> dict:
         "data": "digits 32x32", "n_train": n, "model": "SmallResNet (demo CNN)",
         "recipe": {k: v for k, v in cfg.to_dict().items() if k != "seed"},
         "checkpoint_epochs": cfg.checkpoint_epochs(), "checkpoints": len(ckpts),
-        "seeds": args.seeds, "proj_dim": args.proj_dim, "targets": len(rows), "m": args.m,
-        "alpha": 0.5, "test_accuracy": [r.test_accuracy for r in runs]}}
+        "seeds": args.seeds, "proj_dim": args.proj_dim, "ridge": args.ridge,
+        "targets": len(rows), "m": args.m, "alpha": 0.5,
+        "test_accuracy": [r.test_accuracy for r in runs]}}
     model = build_model(cfg.arch, num_classes=10, **cfg.arch_kwargs)
     infos = checkpoint_infos(ckpts)
     per_seed = len(runs[0].checkpoints)
 
-    def trak(subset: list) -> np.ndarray:
+    def trak(subset: list, ridge: float) -> np.ndarray:
         ens = TrakEnsemble(model, subset, train_set, FeatureStore(tmp / "f.zarr"),
-                           proj_dim=args.proj_dim, batch_size=32, quiet=True)
+                           proj_dim=args.proj_dim, batch_size=32, quiet=True, ridge=ridge)
         return ens.scores(MarginOutput(), targets)
 
     t = time.perf_counter()
-    scores = {"trak": trak(infos)}
+    scores = {"trak": trak(infos, args.ridge)}
     seconds["trak"] = time.perf_counter() - t
-    if args.seeds > 1:
-        scores["trak_seed0"] = trak(infos[:per_seed])
-    scores["trak_1_checkpoint"] = trak(infos[per_seed - 1:per_seed])
+    for ridge, suffix in ((args.ridge, ""), (0.0, "_ridge0")):
+        if suffix:
+            scores["trak" + suffix] = trak(infos, ridge)
+        if args.seeds > 1:
+            scores["trak_seed0" + suffix] = trak(infos[:per_seed], ridge)
+        scores["trak_1_checkpoint" + suffix] = trak(infos[per_seed - 1:per_seed], ridge)
     if not args.no_tracin:
         t = time.perf_counter()
         with warnings.catch_warnings():
@@ -771,20 +807,114 @@ def cnn_lds(args: argparse.Namespace) -> dict:
     return report
 
 
+def _memory_job(budget: str, n_images: int, batch_size: int, queue: mp.Queue) -> None:
+    """Featurise ``n_images`` random 32 px images for a random-init torchvision resnet18
+    (11.2M parameters, proj_dim 8) under ``budget``, in a fresh process: peak RSS growth."""
+    from deepprofile.attribution.memory import memory_budget
+    from deepprofile.data import ArrayDataset
+    from deepprofile.models import build_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp())
+    ckpt = save_checkpoint(tmp / "r18.pt", build_model("resnet18", num_classes=10),
+                           "resnet18", {}, num_classes=10)
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.normal(size=(n_images, 3, 32, 32)).astype(np.float32),
+                        rng.integers(0, 10, n_images), name="noise")
+    model = build_model("resnet18", num_classes=10)
+    infos = checkpoint_infos([ckpt])
+    ens = TrakEnsemble(model, infos, data, FeatureStore(tmp / "f.zarr"), proj_dim=8,
+                       batch_size=batch_size, quiet=True)
+    with memory_budget(budget), _PeakRSS() as peak:
+        t = time.perf_counter()
+        ens.features(infos[0], None)
+        seconds = time.perf_counter() - t
+    queue.put({"budget": budget, "peak_rss_growth_mb": (peak.peak - peak.base) / 2**20,
+               "images_per_s": n_images / seconds})
+
+
+def memory_part(budgets: list[str], n_images: int, batch_size: int) -> dict:
+    """Peak RSS growth of the featurisation of a resnet18 under each memory budget."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for budget in budgets:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_memory_job, args=(budget, n_images, batch_size, queue))
+        proc.start()
+        rows.append(queue.get())
+        proc.join()
+    return {"setting": f"torchvision resnet18 (random init, 11.2M parameters), {n_images} "
+                       f"random 32 px images, batch {batch_size}, proj_dim 8, one torch "
+                       "thread, each budget in a fresh process", "runs": rows}
+
+
+@contextmanager
+def _two_pass_q():
+    """Ablation: deepprofile's featurisation with ``Q`` from a second, batched forward pass
+    (``compute_loss_grad``, as ``TRAKer.featurize`` does) instead of the per-sample one."""
+    from deepprofile.data_attribution import featurize
+
+    original = featurize.margin_features
+
+    def two_pass(gc, projector, batch, model_id, n_params, max_samples=None):
+        grads, _ = original(gc, projector, batch, model_id, n_params, max_samples)
+        return grads, gc.compute_loss_grad(batch).reshape(-1).detach()
+
+    featurize.margin_features = two_pass
+    try:
+        yield
+    finally:
+        featurize.margin_features = original
+
+
+def speed_part(args: argparse.Namespace) -> dict:
+    """Featurisation speed and peak memory of the demo CNN against traker used directly."""
+    from deepprofile.models import build_model
+
+    torch.manual_seed(0)
+    cnn = Path(tempfile.mkdtemp()) / "small_resnet.pt"
+    save_checkpoint(cnn, build_model("small_resnet", num_classes=10, in_channels=1),
+                    "small_resnet", {"in_channels": 1}, num_classes=10)
+    speed: dict = {"setting": f"SmallResNet (random init), digits 32x32, batch 32, CPU, "
+                              f"{torch.get_num_threads()} torch threads"}
+    speed["paired"] = paired_speed(cnn, args.speed_proj_dim, args.speed_images,
+                                   args.speed_rounds)
+    if args.speed_two_pass:
+        with _two_pass_q():
+            speed["paired_two_pass_q"] = paired_speed(cnn, args.speed_proj_dim,
+                                                      args.speed_images, args.speed_rounds)
+    if args.speed_repeats > 0:
+        speed["separate_processes"] = featurise_speed(cnn, args.speed_proj_dim,
+                                                      args.speed_images, args.speed_repeats)
+    return speed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--m", type=int, default=32, help="LDS subsets (retrains)")
     parser.add_argument("--targets", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3, help="models in the TRAK ensemble")
     parser.add_argument("--proj-dim", type=int, default=512)
+    parser.add_argument("--ridge", type=float, default=DEFAULT_RIDGE,
+                        help="TRAK ridge relative to the mean eigenvalue of X^T X (rows "
+                        "ending in _ridge0 use 0: TRAKer's formula)")
     parser.add_argument("--remove", type=int, default=100)
     parser.add_argument("--removal-seeds", type=int, default=3)
-    parser.add_argument("--speed-repeats", type=int, default=3)
-    parser.add_argument("--speed-rounds", type=int, default=7,
+    parser.add_argument("--speed-repeats", type=int, default=3,
+                        help="separate-process runs per side (peak RSS); 0 skips them")
+    parser.add_argument("--speed-rounds", type=int, default=9,
                         help="alternating rounds of the paired in-process speed test")
     parser.add_argument("--parts", default="lds,removal,concept_removal,speed",
-                        help="comma-separated parts to run")
-    parser.add_argument("--speed-images", type=int, default=128,
+                        help="comma-separated parts to run (also: memory)")
+    parser.add_argument("--memory-budgets", default="none,1GiB",
+                        help="memory part: budgets compared (comma-separated)")
+    parser.add_argument("--speed-proj-dim", type=int, default=64,
+                        help="speed: projection dimension (below --speed-images; <= 100 "
+                        "keeps traker's default projector to one block, like ours)")
+    parser.add_argument("--speed-two-pass", action="store_true",
+                        help="speed: also time ours with traker's second forward pass for Q")
+    parser.add_argument("--speed-images", type=int, default=256,
                         help="training images featurised by the demo CNN in the speed test")
     parser.add_argument("--model", choices=("mlp", "small_resnet"), default="mlp",
                         help="small_resnet: LDS only, on the demo CNN (digits 32x32)")
@@ -814,6 +944,14 @@ def main() -> None:
         print(json.dumps(cnn_lds(args), indent=1))
         return
     parts = set(args.parts.split(","))
+    if parts <= {"speed", "memory"}:  # no MLP ensemble needed
+        out = {}
+        if "speed" in parts:
+            out["featurisation"] = speed_part(args)
+        if "memory" in parts:
+            out["memory"] = memory_part(args.memory_budgets.split(","), 32, 16)
+        print(json.dumps(out, indent=1))
+        return
     shapes_parts = {"concept_removal": concept_removal_shapes, "shapes_detector": shapes_detector,
                     "concept_removal_digits": concept_removal_digits}
     if parts <= set(shapes_parts):  # shapes only: no digits MLP needed
@@ -837,18 +975,23 @@ def main() -> None:
     report: dict = {"setting": {
         "data": "digits 8x8", "n_train": n, "model": "MLP 64-32-10", "epochs": EPOCHS,
         "checkpoints": len(ckpts), "seeds": args.seeds, "proj_dim": args.proj_dim,
-        "targets": len(rows), "m": args.m, "alpha": 0.5, "test_accuracy_last_model": acc}}
+        "ridge": args.ridge, "targets": len(rows), "m": args.m, "alpha": 0.5,
+        "test_accuracy_last_model": acc}}
     seconds = {"train_ensemble": time.perf_counter() - t}
     infos = checkpoint_infos(ckpts)
     ens = TrakEnsemble(DigitsMLP(), infos, train, FeatureStore(tmp / "f.zarr"),
-                       proj_dim=args.proj_dim, batch_size=64, quiet=True)
+                       proj_dim=args.proj_dim, batch_size=64, quiet=True, ridge=args.ridge)
     if "lds" in parts:
         t = time.perf_counter()
         trak = ens.scores(MarginOutput(), targets)
         seconds["trak"] = time.perf_counter() - t
-        one_model = TrakEnsemble(DigitsMLP(), infos[-1:], train, FeatureStore(tmp / "f.zarr"),
-                                 proj_dim=args.proj_dim, batch_size=64, quiet=True)
-        trak_single = one_model.scores(MarginOutput(), targets)
+
+        def trak_with(subset: list, ridge: float) -> np.ndarray:
+            return TrakEnsemble(DigitsMLP(), subset, train, FeatureStore(tmp / "f.zarr"),
+                                proj_dim=args.proj_dim, batch_size=64, quiet=True,
+                                ridge=ridge).scores(MarginOutput(), targets)
+
+        trak_single = trak_with(infos[-1:], args.ridge)
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -859,7 +1002,9 @@ def main() -> None:
         outputs = subset_outputs(lambda idx, s: train_mlp(train, idx, s), masks,
                                  lambda model: margins(model, targets), seed=100)
         seconds["lds_retrains"] = time.perf_counter() - t
-        scores = {"trak": trak, "trak_1_checkpoint": trak_single, "tracin_cp": tracin,
+        scores = {"trak": trak, "trak_1_checkpoint": trak_single,
+                  "trak_ridge0": trak_with(infos, 0.0),
+                  "trak_1_checkpoint_ridge0": trak_with(infos[-1:], 0.0), "tracin_cp": tracin,
                   "random": random_scores(n, len(rows), seed=7)}
         report["lds"] = {k: lds(v, masks, outputs).lds for k, v in scores.items()}
     seeds = tuple(range(args.removal_seeds))
@@ -885,17 +1030,7 @@ def main() -> None:
     if "concept_removal" in parts:
         report["concept_removal"] = concept_removal_shapes(args)
     if "speed" in parts:
-        from deepprofile.models import build_model
-
-        torch.manual_seed(0)
-        cnn = tmp / "small_resnet.pt"
-        save_checkpoint(cnn, build_model("small_resnet", num_classes=10, in_channels=1),
-                        "small_resnet", {"in_channels": 1}, num_classes=10)
-        speed = featurise_speed(cnn, 64, args.speed_images, args.speed_repeats)
-        speed["setting"] = (f"SmallResNet (random init), {args.speed_images} digits 32x32, "
-                            "proj_dim 64, batch 32, CPU")
-        speed["paired"] = paired_speed(cnn, 48, args.speed_images // 2, args.speed_rounds)
-        report["featurisation"] = speed
+        report["featurisation"] = speed_part(args)
     seconds["total"] = time.perf_counter() - t_all
     report["seconds"] = seconds
     print(json.dumps(report, indent=1))

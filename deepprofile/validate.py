@@ -106,8 +106,8 @@ RULES: dict[str, dict[str, Range]] = {
         "shard_size": _int(1),
     },
     "data_attribution": {
-        "proj_dim": _int(1, optional=True), "lambda_reg": _num(0), "n_targets": _int(1),
-        "k": _int(1), "batch_size": _int(1), "projector_seed": SEED,
+        "proj_dim": _int(1, optional=True), "lambda_reg": _num(0), "ridge": _num(0),
+        "n_targets": _int(1), "k": _int(1), "batch_size": _int(1), "projector_seed": SEED,
     },
 }
 

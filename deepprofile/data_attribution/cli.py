@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from deepprofile import cliparams as cp
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``data-attribution`` command to the main app."""
@@ -31,13 +33,24 @@ def register(app: typer.Typer) -> None:
             help="Layer of the concept probe (default: its most accurate one).")] = None,
         proj_dim: Annotated[int | None, typer.Option(
             help="Projection dimension (default min(512, n_train/2)); below n_train.")] = None,
-        lambda_reg: Annotated[float, typer.Option(help="Ridge term on X^T X.")] = 0.0,
+        lambda_reg: Annotated[float, typer.Option(help="Absolute ridge term on X^T X.")] = 0.0,
+        ridge: Annotated[float, typer.Option(help="Ridge on X^T X relative to its mean "
+            "eigenvalue (0: traker's scores exactly).")] = 1.0,
         n_targets: Annotated[int, typer.Option(help="Test images scored (spread).")] = 64,
         k: Annotated[int, typer.Option(help="Training images kept per ranking.")] = 8,
         batch_size: Annotated[int, typer.Option(help="Per-sample gradient batch.")] = 32,
         seed: Annotated[int, typer.Option(help="Projector seed.")] = 0,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+        scheduler: Annotated[str | None, typer.Option(
+            parser=cp.scheduler, help="Featurise the training set as Dask tasks (one per "
+            "checkpoint and range of training samples): local:N (N worker processes here) "
+            "or tcp://HOST:PORT (a running scheduler); scoring runs here. Needs "
+            "'.[dask]'.")] = None,
+        memory_budget: Annotated[str, typer.Option(
+            help="Memory one per-sample-gradient pass may use (parameter gradients and "
+            "activations), e.g. 2GB, 8GiB, or 'none' (no bound); large models then run "
+            "each batch in several passes.")] = "2GiB",
     ) -> None:
         """Which training images taught the model this? TRAK over the training checkpoints.
 
@@ -59,6 +72,7 @@ def register(app: typer.Typer) -> None:
             run_dir, train_set=train_set, targets=target or ["predictions"],
             checkpoints=checkpoint, extra_model_dirs=extra_models or (),
             concept_layer=concept_layer, proj_dim=proj_dim, projector_seed=seed,
-            lambda_reg=lambda_reg, n_targets=n_targets, k=k, batch_size=batch_size,
-            device=resolve_device(device), quiet=quiet)
+            lambda_reg=lambda_reg, ridge=ridge, n_targets=n_targets, k=k, batch_size=batch_size,
+            device=resolve_device(device), quiet=quiet, scheduler=scheduler,
+            memory_budget=memory_budget)
         typer.echo(summarize_data_attribution(result))

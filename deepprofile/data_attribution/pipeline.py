@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from deepprofile.data_attribution.results import (
 )
 from deepprofile.data_attribution.store import FeatureStore
 from deepprofile.data_attribution.trak import (
+    DEFAULT_RIDGE,
     DataAttributionError,
     TrakEnsemble,
     check_projection,
@@ -109,6 +111,36 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     tmp.replace(path)
 
 
+class _Cluster:
+    """The Dask client of one ``run_data_attribution`` call, started on first use (so bad
+    input is refused before a cluster starts) and closed when the call ends."""
+
+    def __init__(self, scheduler: str | Any, stack: ExitStack) -> None:
+        self.scheduler = scheduler
+        self.stack = stack  # closes the client of a ``local:N`` / ``tcp://`` address
+        self.client: Any = None
+
+    def get(self) -> Any:
+        if self.client is None:
+            if isinstance(self.scheduler, str):
+                from deepprofile.distributed import client_for
+
+                self.client = self.stack.enter_context(client_for(self.scheduler))
+            else:
+                self.client = self.scheduler  # a dask.distributed.Client given by the caller
+        return self.client
+
+
+def _featurize(ens: TrakEnsemble, cluster: _Cluster | None,
+               scope: Sequence[str] | None = None, scope_name: str = "all") -> None:
+    """With a cluster, fill the feature store with Dask tasks; in one process
+    ``ens.scores`` featurises by itself."""
+    if cluster is not None:
+        from deepprofile.data_attribution.distributed import featurize_distributed
+
+        featurize_distributed(ens, cluster.get(), scope, scope_name)
+
+
 def run_data_attribution(
     run_dir: str | Path,
     *,
@@ -121,22 +153,71 @@ def run_data_attribution(
     proj_dim: int | None = None,
     projector_seed: int = 0,
     lambda_reg: float = 0.0,
+    ridge: float = DEFAULT_RIDGE,
+    n_targets: int = 64,
+    k: int = 8,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    quiet: bool = False,
+    scheduler: str | Any = None,
+    memory_budget: int | str | None = "2GiB",
+) -> DataAttributionResult:
+    """TRAK scores for ``targets`` (``predictions`` and/or ``concept:NAME``) of a run.
+
+    ``proj_dim`` defaults to ``min(512, n_train // 2)``; ``ridge`` (relative to the mean
+    eigenvalue of ``X^T X``, 0 = traker's scores) is documented in :mod:`.trak`. With
+    ``scheduler`` (``local:N``, ``tcp://HOST:PORT`` or a ``dask.distributed.Client``) the training
+    features are computed as Dask tasks, one per checkpoint and range of training
+    samples (:mod:`deepprofile.data_attribution.distributed`); scoring runs here.
+    ``memory_budget`` (bytes or text such as ``"8GiB"``; ``None``/``"none"``: unbounded)
+    caps the samples of one per-sample-gradient pass (parameter gradients and
+    activations), for training features and targets alike.
+    """
+    from deepprofile.attribution.memory import memory_budget as budget_scope
+    from deepprofile.attribution.memory import parse_budget
+    from deepprofile.validate import check_options
+
+    check_options("data_attribution", locals())  # one-line errors before any work
+    if isinstance(scheduler, str):
+        from deepprofile.distributed import parse_scheduler
+
+        parse_scheduler(scheduler)
+    budget = parse_budget(memory_budget)
+    with ExitStack() as stack, budget_scope(budget):
+        # the cluster starts on first use, after the inputs have been checked
+        cluster = None if scheduler is None else _Cluster(scheduler, stack)
+        return _attribute_run(
+            run_dir, cluster, train_set=train_set, test_set=test_set, targets=targets,
+            checkpoints=checkpoints, extra_model_dirs=extra_model_dirs,
+            concept_layer=concept_layer, proj_dim=proj_dim, projector_seed=projector_seed,
+            lambda_reg=lambda_reg, ridge=ridge, n_targets=n_targets, k=k,
+            batch_size=batch_size, device=device, quiet=quiet)
+
+
+def _attribute_run(
+    run_dir: str | Path,
+    cluster: _Cluster | None,
+    *,
+    train_set: Dataset | None = None,
+    test_set: Dataset | None = None,
+    targets: Sequence[str] = ("predictions",),
+    checkpoints: Sequence[str | Path] | None = None,
+    extra_model_dirs: Sequence[str | Path] = (),
+    concept_layer: str | None = None,
+    proj_dim: int | None = None,
+    projector_seed: int = 0,
+    lambda_reg: float = 0.0,
+    ridge: float = DEFAULT_RIDGE,
     n_targets: int = 64,
     k: int = 8,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     quiet: bool = False,
 ) -> DataAttributionResult:
-    """TRAK scores for ``targets`` (``predictions`` and/or ``concept:NAME``) of a run.
-
-    ``proj_dim`` defaults to ``min(512, n_train // 2)``.
-    """
+    """The body of :func:`run_data_attribution` (its options are checked there)."""
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
     from deepprofile.provenance import now_iso, package_versions
-    from deepprofile.validate import check_options
-
-    check_options("data_attribution", locals())  # one-line error before any work
 
     t0 = time.perf_counter()
     run = RunDir(run_dir)
@@ -167,7 +248,7 @@ def run_data_attribution(
     check_training_set(model, train_set, info.num_classes)
     n_train = len(train_set)  # type: ignore[arg-type]
     proj_dim = int(min(512, n_train // 2) if proj_dim is None else proj_dim)
-    check_projection(n_train, proj_dim, lambda_reg)
+    check_projection(n_train, proj_dim, lambda_reg, ridge)
 
     kinds = [t.strip() for t in targets]
     for t in kinds:
@@ -194,7 +275,7 @@ def run_data_attribution(
     # -- nothing written before this line -------------------------------------------------
     ens = TrakEnsemble(model, infos, train_set, FeatureStore(run.path / STORE_NAME),
                        proj_dim=proj_dim, projector_seed=projector_seed, lambda_reg=lambda_reg,
-                       batch_size=batch_size, device=device, quiet=quiet)
+                       ridge=ridge, batch_size=batch_size, device=device, quiet=quiet)
     train_labels = labels_of(train_set)
     truth = shapes_truth(train_set)
     per_image = truth[1] if truth else None
@@ -205,6 +286,7 @@ def run_data_attribution(
     if "predictions" in kinds:
         rows = _spread(len(rows_all), n_targets)
         targets_ds = Subset(test_set, rows_all[rows].tolist())
+        _featurize(ens, cluster)
         scores = ens.scores(MarginOutput(), targets_ds)
         classes = sorted(set(preds_all[rows].tolist()))
         groups = np.stack([(preds_all[rows] == c) / max(1, (preds_all[rows] == c).sum())
@@ -238,14 +320,15 @@ def run_data_attribution(
                      f"{run_seed}; a probe does not transfer to other seeds' models.")
     concept_ens = ens if len(own) == len(infos) else TrakEnsemble(
         model, own, train_set, FeatureStore(run.path / STORE_NAME), proj_dim=proj_dim,
-        projector_seed=projector_seed, lambda_reg=lambda_reg, batch_size=batch_size,
-        device=device, quiet=quiet)
+        projector_seed=projector_seed, lambda_reg=lambda_reg, ridge=ridge,
+        batch_size=batch_size, device=device, quiet=quiet)
     for name, probe, mask in concept_jobs:
         pos = np.flatnonzero(mask)
         if len(pos) == 0:
             pos = np.arange(len(rows_all))
         pos = pos[_spread(len(pos), n_targets)]
         scope = params_up_to(ens.model, probe.layer, train_set[0][0].unsqueeze(0))
+        _featurize(concept_ens, cluster, scope, f"upto-{probe.layer}")
         scores = concept_ens.scores(ConceptProbeOutput.from_probe(probe),
                             Subset(test_set, rows_all[pos].tolist()), scope=scope,
                             scope_name=f"upto-{probe.layer}",
@@ -278,7 +361,8 @@ def run_data_attribution(
         lambda_reg=lambda_reg, checkpoints=tuple(c.to_dict() for c in infos),
         seeds=tuple(sorted({int(c.seed) for c in infos if c.seed is not None})),
         targets=tuple(results), scores_files=files, warnings=tuple(notes),
-        seconds=time.perf_counter() - t0, versions=package_versions(), date=now_iso())
+        seconds=time.perf_counter() - t0, versions=package_versions(), date=now_iso(),
+        ridge=ridge)
     run.write_result(RESULT_NAME, result)
     return result
 

@@ -99,6 +99,7 @@ class DataAttributionResult:
     seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
     date: str = ""
+    ridge: float = 0.0  # relative to the mean eigenvalue of X^T X; 0 in older results
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -113,7 +114,8 @@ class DataAttributionResult:
                    tuple(dict(c) for c in d["checkpoints"]), tuple(d["seeds"]),
                    tuple(TargetAttribution.from_dict(t) for t in d["targets"]),
                    dict(d["scores_files"]), tuple(d.get("warnings", ())),
-                   float(d.get("seconds", 0.0)), dict(d.get("versions", {})), d.get("date", ""))
+                   float(d.get("seconds", 0.0)), dict(d.get("versions", {})), d.get("date", ""),
+                   float(d.get("ridge", 0.0)))
 
 
 def top_k(scores: np.ndarray, k: int, labels: np.ndarray,

@@ -44,6 +44,11 @@ class FeatureArray:
         self._group = group
 
     @property
+    def key(self) -> str:
+        """The array's group name in its store (see :func:`feature_key`)."""
+        return self._group.path.rsplit("/", 1)[-1]
+
+    @property
     def config(self) -> dict[str, Any]:
         return self._group.attrs[_META]
 

@@ -13,11 +13,19 @@ the scores. What this module adds around them:
 - a parameter *scope*: concept targets differentiate only the parameters up to
   the probed layer, and the training features are restricted to the same
   parameters;
+- a ridge term scaled to each checkpoint's kernel: ``X^T X + lambda_c I`` with
+  ``lambda_c = lambda_reg + ridge * trace(X^T X) / proj_dim`` (``ridge`` times the mean
+  eigenvalue). traker's own ``lambda_reg`` is an absolute number, which means nothing
+  across models and projection sizes (the kernel's scale follows the gradients'). With
+  ``ridge = 0`` (and ``lambda_reg = 0``) the scores are ``TRAKer``'s exactly. The default
+  ``ridge = 1`` (:data:`DEFAULT_RIDGE`) lifted the demo CNN's LDS from about 0.1 to 0.3; see
+  docs/data_attribution.md for the sweep and how the value was chosen;
 - the checks traker does not make: ``proj_dim >= n_train`` (a singular kernel
-  that makes every score about 0) is an error unless ``lambda_reg > 0``.
+  that makes every score about 0) is an error unless a ridge term is set.
 
 The ensemble over checkpoints follows ``TRAKer.finalize_scores`` exactly:
-``scores = mean_c(Phi_c (Phi_c^T Phi_c)^-1 G_c^T) * mean_c(Q_c)``.
+``scores = mean_c(Phi_c (Phi_c^T Phi_c + lambda_c I)^-1 G_c^T) * mean_c(Q_c)``
+(with traker's rescaling of each inverse by its mean absolute entry).
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ from deepprofile.errors import DeepProfileError, MissingFileError, ShapeError
 
 log = logging.getLogger(__name__)
 _PROJ_MATRIX_BUDGET = 2**26  # floats held by one projector block (256 MB in float32)
+DEFAULT_RIDGE = 1.0
+"""Default ridge relative to the mean eigenvalue of ``X^T X`` (0 reproduces ``TRAKer``)."""
 
 
 class DataAttributionError(DeepProfileError, ValueError):
@@ -165,20 +175,25 @@ class TrakEnsemble:
         The training set the checkpoints were trained on (``(image, label)`` items).
     store:
         Where training features are kept (``RUN_DIR/data_attribution.zarr``).
-    proj_dim, projector_seed, lambda_reg:
-        Projection dimension, projector seed, ridge term on ``X^T X``.
+    proj_dim, projector_seed:
+        Projection dimension, projector seed.
+    lambda_reg, ridge:
+        Ridge term on each checkpoint's ``X^T X``: ``lambda_reg`` (absolute, as in
+        traker) plus ``ridge`` times the mean eigenvalue ``trace(X^T X) / proj_dim``.
+        ``ridge=0, lambda_reg=0`` gives ``TRAKer``'s scores exactly.
     """
 
     def __init__(self, model: nn.Module, checkpoints: Sequence[CheckpointInfo],
                  train_set: Dataset, store: FeatureStore, *, proj_dim: int = 512,
-                 projector_seed: int = 0, lambda_reg: float = 0.0, batch_size: int = 32,
+                 projector_seed: int = 0, lambda_reg: float = 0.0,
+                 ridge: float = DEFAULT_RIDGE, batch_size: int = 32,
                  chunk_size: int = 256, device: str | torch.device = "cpu",
                  quiet: bool = False) -> None:
         if not checkpoints:
             raise DataAttributionError("No checkpoints given; train with `deepprofile train`, "
                                        "which keeps several under checkpoints/.")
         self.n_train = len(train_set)  # type: ignore[arg-type]
-        check_projection(self.n_train, proj_dim, lambda_reg)
+        check_projection(self.n_train, proj_dim, lambda_reg, ridge)
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(True)
@@ -190,6 +205,7 @@ class TrakEnsemble:
         self.proj_dim = int(proj_dim)
         self.projector_seed = int(projector_seed)
         self.lambda_reg = float(lambda_reg)
+        self.ridge = float(ridge)
         self.batch_size = int(batch_size)
         self.chunk_size = int(chunk_size)
         self.quiet = quiet
@@ -204,20 +220,37 @@ class TrakEnsemble:
 
     def _project(self, gc: ScopedGradientComputer, projector: AbstractProjector,
                  batch: tuple[Tensor, Tensor], model_id: int) -> Tensor:
+        from deepprofile.attribution.memory import current_budget
+        from deepprofile.data_attribution.featurize import samples_per_pass
+
+        cap = samples_per_pass(gc.model, batch[0][:1], gc.n_params, projector,
+                               current_budget())
+        if cap is not None and len(batch[0]) > cap:  # the memory bound: several passes
+            return torch.cat([self._project(gc, projector, (batch[0][i:i + cap],
+                                                            batch[1][i:i + cap]), model_id)
+                              for i in range(0, len(batch[0]), cap)])
         grads = gc.compute_per_sample_grad(batch=batch)
         out = projector.project(grads, model_id=model_id)
         return out / torch.sqrt(torch.tensor(float(gc.n_params)))
+
+    def feature_array(self, ckpt: CheckpointInfo, scope: Sequence[str] | None,
+                      scope_name: str = "all") -> FeatureArray:
+        """The store's feature array of ``ckpt`` (created empty when new)."""
+        key = feature_key(scope_name, ckpt.sha256, self.proj_dim, self.projector_seed)
+        config = {"checkpoint": ckpt.path, "sha256": ckpt.sha256, "scope": scope_name,
+                  "scope_params": list(scope) if scope is not None else None,
+                  "projector_seed": self.projector_seed, "output": "margin"}
+        return self.store.open_or_create(key, config, n_train=self.n_train,
+                                         proj_dim=self.proj_dim, chunk_size=self.chunk_size)
 
     def features(self, ckpt: CheckpointInfo, scope: Sequence[str] | None,
                  scope_name: str = "all",
                  progress: Callable[[int], None] | None = None) -> FeatureArray:
         """Featurise the training set for one checkpoint (pending chunks only)."""
-        key = feature_key(scope_name, ckpt.sha256, self.proj_dim, self.projector_seed)
-        config = {"checkpoint": ckpt.path, "sha256": ckpt.sha256, "scope": scope_name,
-                  "scope_params": list(scope) if scope is not None else None,
-                  "projector_seed": self.projector_seed, "output": "margin"}
-        feats = self.store.open_or_create(key, config, n_train=self.n_train,
-                                          proj_dim=self.proj_dim, chunk_size=self.chunk_size)
+        from deepprofile.attribution.memory import current_budget
+        from deepprofile.data_attribution.featurize import featurize_chunks
+
+        feats = self.feature_array(ckpt, scope, scope_name)
         pending = feats.pending_chunks()
         if not pending:
             return feats
@@ -225,15 +258,10 @@ class TrakEnsemble:
         gc = ScopedGradientComputer(self.model, MarginOutput(), scope, self.device)
         projector = make_projector(gc.n_params, self.proj_dim, self.projector_seed,
                                    ckpt.model_id, self.device)
-        for chunk_id in pending:
-            start, stop = feats.chunk_bounds(chunk_id)
-            rows, qs = [], []
-            for x, y in _batches(self.train_set, start, stop, self.batch_size, self.device):
-                rows.append(self._project(gc, projector, (x, y), ckpt.model_id).cpu())
-                qs.append(gc.compute_loss_grad((x, y)).reshape(-1).detach().cpu())
-            feats.write_chunk(chunk_id, torch.cat(rows).numpy(), torch.cat(qs).numpy())
-            if progress:
-                progress(stop - start)
+        featurize_chunks(gc, projector, self.train_set, feats, pending,
+                         model_id=ckpt.model_id, n_params=gc.n_params,
+                         batch_size=self.batch_size, device=self.device, progress=progress,
+                         budget=current_budget())
         return feats
 
     def featurize(self, scope: Sequence[str] | None = None, scope_name: str = "all") -> None:
@@ -259,6 +287,11 @@ class TrakEnsemble:
                                       self.device)]
         return torch.cat(rows)
 
+    def ridge_of(self, xtx: Tensor) -> float:
+        """The ridge ``lambda_c`` added to one checkpoint's ``X^T X``."""
+        mean_eig = float(torch.trace(xtx.double())) / xtx.shape[0]
+        return self.lambda_reg + self.ridge * mean_eig
+
     def scores(self, output: AbstractModelOutput, targets: Dataset, *,
                scope: Sequence[str] | None = None, scope_name: str = "all",
                groups: np.ndarray | None = None) -> np.ndarray:
@@ -276,7 +309,9 @@ class TrakEnsemble:
         for ckpt in self.checkpoints:
             g_np, q = self.features(ckpt, scope, scope_name).read()
             g = torch.as_tensor(g_np, device=self.device)
-            feats = computer.get_x_xtx_inv(g, computer.get_xtx(g))
+            xtx = computer.get_xtx(g)
+            computer.lambda_reg = self.ridge_of(xtx)
+            feats = computer.get_x_xtx_inv(g, xtx)
             tg = self.target_grads(ckpt, output, targets, scope).to(self.device)
             if groups is not None:
                 tg = torch.as_tensor(np.asarray(groups, dtype=np.float32),
@@ -289,15 +324,17 @@ class TrakEnsemble:
         return (acc.numpy() / n) * (q_sum / n)[:, None]
 
 
-def check_projection(n_train: int, proj_dim: int, lambda_reg: float) -> None:
-    """Refuse a projection size that makes ``X^T X`` singular (traker pitfall 2)."""
+def check_projection(n_train: int, proj_dim: int, lambda_reg: float,
+                     ridge: float = 0.0) -> None:
+    """Refuse a projection size that makes ``X^T X`` singular (traker pitfall 2) when no
+    ridge term keeps it invertible."""
     if proj_dim < 1:
         raise DataAttributionError(f"proj_dim must be >= 1, got {proj_dim}.")
-    if proj_dim >= n_train and lambda_reg <= 0:
+    if proj_dim >= n_train and lambda_reg <= 0 and ridge <= 0:
         raise DataAttributionError(
             f"proj_dim={proj_dim} is not below the {n_train} training images, so X^T X is "
             f"singular and every score would be about 0; use --proj-dim below {n_train} "
-            "(or pass --lambda-reg > 0).")
+            "(or pass --ridge > 0).")
 
 
 def check_training_set(model: nn.Module, train_set: Dataset, num_classes: int,

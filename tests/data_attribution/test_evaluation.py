@@ -100,7 +100,7 @@ def test_trak_tracks_leave_one_out_on_logistic_regression(tmp_path, shift, floor
     except that its kernel drops the weights R = p(1 - p). Where p stays away from 0/1
     (shift 0.5) it ranks exact leave-one-out effects almost perfectly (measured Spearman
     0.97-0.998); on nearly separable data (shift 1.2, p down to 1e-5) the missing R costs
-    accuracy (measured 0.53-0.69)."""
+    accuracy (measured 0.53-0.69). No ridge: the statement is about TRAK's own formula."""
     rng = np.random.default_rng(3)
     n = 60
     y = rng.integers(0, 2, size=n)
@@ -114,7 +114,7 @@ def test_trak_tracks_leave_one_out_on_logistic_regression(tmp_path, shift, floor
     path = save_checkpoint(tmp_path / "epoch_001.pt", _as_model(theta), "logreg_da", {},
                            num_classes=2)
     ens = TrakEnsemble(LogReg(), checkpoint_infos([path]), train,
-                       FeatureStore(tmp_path / "f.zarr"), proj_dim=6, quiet=True)
+                       FeatureStore(tmp_path / "f.zarr"), proj_dim=6, ridge=0.0, quiet=True)
     scores = ens.scores(MarginOutput(), test)
     sign = 2 * yt - 1
     xta = np.hstack([xt, np.ones((6, 1))])

@@ -12,7 +12,7 @@ from deepprofile.data import ArrayDataset, load_dataset
 from deepprofile.data_attribution.outputs import ConceptProbeOutput, params_up_to, run_to_layer
 from deepprofile.data_attribution.pipeline import find_checkpoints, run_data_attribution
 from deepprofile.data_attribution.results import DataAttributionResult
-from deepprofile.data_attribution.trak import DataAttributionError
+from deepprofile.data_attribution.trak import DEFAULT_RIDGE, DataAttributionError
 from deepprofile.errors import UnknownConceptError
 from deepprofile.rundir import RunDir
 
@@ -29,6 +29,7 @@ def test_predictions_and_concept(digits_run):
     back = DataAttributionResult.from_dict(RunDir(run).read_result("data_attribution"))
     assert back.to_dict() == DataAttributionResult.from_dict(res.to_dict()).to_dict()
     assert len(res.checkpoints) == 2 and res.proj_dim == 64 and res.seeds == (0,)
+    assert res.ridge == back.ridge == DEFAULT_RIDGE and res.lambda_reg == 0.0
     assert all(len(c["sha256"]) == 16 for c in res.checkpoints)
     scores = np.load(run / res.scores_files["predictions"])
     assert scores.shape == (1257, 6) and np.isfinite(scores).all()
@@ -76,7 +77,7 @@ def test_bad_input_leaves_run_untouched(digits_run, tmp_path):
     run = digits_run["run"]
     before = _snapshot(run)
     with pytest.raises(DataAttributionError, match="below 1257"):
-        run_data_attribution(run, proj_dim=1257, quiet=True)
+        run_data_attribution(run, proj_dim=1257, ridge=0.0, quiet=True)
     with pytest.raises(UnknownConceptError, match="odd"):
         run_data_attribution(run, targets=["concept:od"], proj_dim=64, quiet=True)
     wrong_size = ArrayDataset(torch.zeros(20, 3, 8, 8), torch.zeros(20, dtype=torch.long))
@@ -96,7 +97,8 @@ def test_bad_input_leaves_run_untouched(digits_run, tmp_path):
 
 def test_cli_one_line_errors_and_single_checkpoint_warning(digits_run):
     run = digits_run["run"]
-    res = CliRunner().invoke(app, ["data-attribution", str(run), "--proj-dim", "5000", "-q"])
+    res = CliRunner().invoke(app, ["data-attribution", str(run), "--proj-dim", "5000",
+                                   "--ridge", "0", "-q"])
     assert res.exit_code == 2 and "below 1257" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
     ok = CliRunner().invoke(app, ["data-attribution", str(run), "--proj-dim", "64",
@@ -149,6 +151,7 @@ def test_report_section_with_thumbnails(digits_run, tmp_path):
 
 @pytest.mark.parametrize("args", [["--proj-dim", "0"], ["--n-targets", "0"], ["--k", "-1"],
                                   ["--lambda-reg", "nan"], ["--lambda-reg", "-1"],
+                                  ["--ridge", "-0.5"], ["--ridge", "nan"],
                                   ["--batch-size", "0"]])
 def test_out_of_range_options_are_one_line_and_write_nothing(digits_run, args):
     run = digits_run["run"]
@@ -157,3 +160,11 @@ def test_out_of_range_options_are_one_line_and_write_nothing(digits_run, args):
     assert res.exit_code == 2, res.output
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
     assert _snapshot(run) == before
+
+
+def test_cli_ridge_default_is_the_engines():
+    """The CLI spells the default ridge as a literal (no torch import at startup)."""
+    import inspect
+
+    cmd = next(c for c in app.registered_commands if c.name == "data-attribution")
+    assert inspect.signature(cmd.callback).parameters["ridge"].default == DEFAULT_RIDGE

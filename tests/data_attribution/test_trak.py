@@ -9,6 +9,7 @@ import pytest
 import torch
 from trak import TRAKer
 
+from deepprofile.data_attribution import featurize
 from deepprofile.data_attribution.outputs import MarginOutput
 from deepprofile.data_attribution.store import FeatureStore
 from deepprofile.data_attribution.trak import (
@@ -29,7 +30,8 @@ def _ensemble(setup, tmp_path, **kw):
 
 
 def test_scores_equal_traker_used_directly(tiny_setup, tmp_path):
-    ens = _ensemble(tiny_setup, tmp_path)
+    """``ridge=0``: TRAKer's scores exactly (the default ridge is the one departure)."""
+    ens = _ensemble(tiny_setup, tmp_path, ridge=0.0)
     ours = ens.scores(MarginOutput(), tiny_setup["test"])
     model = tiny_setup["model"]
     n_params = sum(p.numel() for p in model.parameters())
@@ -58,10 +60,12 @@ def _margin_grad(model, x, y):
     return torch.cat([g.reshape(-1) for g in grads]).numpy().astype(np.float64)
 
 
-def test_scores_equal_explicit_formula(tiny_setup, tmp_path):
+@pytest.mark.parametrize(("ridge", "lambda_reg"), [(0.0, 0.0), (1.0, 0.0), (0.3, 1e-3)])
+def test_scores_equal_explicit_formula(tiny_setup, tmp_path, ridge, lambda_reg):
     """Per-sample gradients by a plain autograd loop, the projection matrix read off the
-    projector, and TRAK's formula written out in float64."""
-    ens = _ensemble(tiny_setup, tmp_path)
+    projector, and TRAK's formula written out in float64, with the ridge
+    ``lambda_reg + ridge * trace(X^T X) / proj_dim`` per checkpoint."""
+    ens = _ensemble(tiny_setup, tmp_path, ridge=ridge, lambda_reg=lambda_reg)
     ours = ens.scores(MarginOutput(), tiny_setup["test"])
     train, test = tiny_setup["train"], tiny_setup["test"]
     model = tiny_setup["model"]
@@ -73,7 +77,8 @@ def test_scores_equal_explicit_formula(tiny_setup, tmp_path):
         P = proj.project(torch.eye(d), model_id=mid).double().numpy() / np.sqrt(d)
         X = np.stack([_margin_grad(model, *train[i]) for i in range(len(train))]) @ P
         T = np.stack([_margin_grad(model, *test[i]) for i in range(len(test))]) @ P
-        inv = np.linalg.inv(X.T @ X)
+        xtx = X.T @ X
+        inv = np.linalg.inv(xtx + (lambda_reg + ridge * np.trace(xtx) / 20) * np.eye(20))
         inv /= np.abs(inv).mean()  # traker's rescaling before its float16 cast
         total = total + X @ inv @ T.T
         with torch.no_grad():
@@ -87,20 +92,20 @@ def test_features_resume_and_are_never_recomputed(tiny_setup, tmp_path, monkeypa
     ens = _ensemble(tiny_setup, tmp_path)
     ckpt = ens.checkpoints[0]
     calls = {"n": 0}
-    original = TrakEnsemble._project
+    original = featurize.margin_features
 
-    def dying(self, gc, projector, batch, model_id):
+    def dying(*args):
         calls["n"] += 1
         if calls["n"] == 3:  # 50-sample chunks of 32-sample batches: chunk 0 done, 1 not
             raise KeyboardInterrupt
-        return original(self, gc, projector, batch, model_id)
+        return original(*args)
 
-    monkeypatch.setattr(TrakEnsemble, "_project", dying)
+    monkeypatch.setattr(featurize, "margin_features", dying)
     with pytest.raises(KeyboardInterrupt):
         ens.features(ckpt, None)
     (key,) = ens.store.keys()
     assert ens.store.get(key).pending_chunks() == [1, 2]
-    monkeypatch.setattr(TrakEnsemble, "_project", original)
+    monkeypatch.setattr(featurize, "margin_features", original)
     fresh = _ensemble(tiny_setup, tmp_path)
     arr = fresh.features(ckpt, None)
     resumed, _ = arr.read()
@@ -110,7 +115,7 @@ def test_features_resume_and_are_never_recomputed(tiny_setup, tmp_path, monkeypa
     def never(*a, **k):
         raise AssertionError("finished features were recomputed")
 
-    monkeypatch.setattr(TrakEnsemble, "_project", never)
+    monkeypatch.setattr(featurize, "margin_features", never)
     _ensemble(tiny_setup, tmp_path).features(ckpt, None)
 
 
@@ -127,11 +132,16 @@ def test_small_proj_dim_and_any_checkpoint_order(tiny_setup, tmp_path):
 
 
 def test_proj_dim_not_below_n_train_is_refused(tiny_setup, tmp_path):
+    """Without a ridge term, proj_dim >= n_train is refused; with one (the default
+    relative ridge, or traker's absolute lambda_reg) the kernel is invertible."""
     with pytest.raises(DataAttributionError, match="below 120"):
-        _ensemble(tiny_setup, tmp_path, proj_dim=120)
+        _ensemble(tiny_setup, tmp_path, proj_dim=120, ridge=0.0)
     assert not (tmp_path / "data_attribution.zarr").exists()
-    ok = _ensemble(tiny_setup, tmp_path, proj_dim=130, lambda_reg=1e-2)
+    ok = _ensemble(tiny_setup, tmp_path, proj_dim=130, ridge=0.0, lambda_reg=1e-2)
     assert ok.proj_dim == 130
+    wide = _ensemble(tiny_setup, tmp_path, proj_dim=130)
+    scores = wide.scores(MarginOutput(), tiny_setup["test"])
+    assert np.isfinite(scores).all() and np.abs(scores).max() > 0
 
 
 def test_separate_keys_never_mix_settings(tiny_setup, tmp_path):
