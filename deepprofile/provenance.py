@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import platform
 import sys
@@ -19,6 +20,12 @@ _PACKAGES = (
 
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages whose behaviour shapes the numbers."""
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> dict[str, str]:
+    # looked up once per process: reading every package's metadata costs ~10 ms
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -37,7 +44,8 @@ def weights_hash(model: nn.Module) -> str:
         digest.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
         if t.dtype == torch.bfloat16:
             t = t.float()
-        digest.update(t.numpy().tobytes())
+        # the array's own buffer: no copy of the weights (same bytes as .tobytes())
+        digest.update(memoryview(t.numpy().reshape(-1)).cast("B"))
     return digest.hexdigest()[:16]
 
 

@@ -31,12 +31,13 @@ processes are deleted by the next :meth:`ActivationStore.create`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import shutil
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.core.sync import sync
 
 from deepprofile.errors import (
     CorruptStoreError,
@@ -88,6 +90,24 @@ def _format_guard(path: Path, what: str) -> Iterator[None]:
             f"The activation store at {path} is damaged ({what}: {_one_line(exc)}). "
             "Capture again with --overwrite."
         ) from exc
+
+
+def _gather(path: Path, jobs: Sequence[tuple[str, Awaitable[Any]]]) -> list[Any]:
+    """Run Zarr coroutines concurrently in one round trip to Zarr's event loop.
+
+    Each job is ``(what, coroutine)``; the first failure raises like :func:`_format_guard`
+    with its ``what`` (one Zarr call per array would pay the loop hand-off once each).
+    """
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(job for _, job in jobs), return_exceptions=True)
+
+    with _format_guard(path, "store"):
+        results = sync(run())
+    for (what, _), result in zip(jobs, results, strict=True):
+        if isinstance(result, BaseException):
+            with _format_guard(path, what):
+                raise result
+    return results
 
 
 def _temp_name(path: Path, kind: str) -> Path:
@@ -176,6 +196,7 @@ class ActivationStore:
         self.verify = verify
         self._verified: set[str] = set()
         self._layout_checked = False
+        self._writable: dict[str, Any] = {}  # key -> zarr AsyncArray, opened once for writing
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -202,18 +223,9 @@ class ActivationStore:
         config = _canonical({**config, "n_samples": n_samples, "chunk_size": chunk_size})
         clean_leftovers(path)
         if path.exists():
-            if overwrite:
-                remove_store(path)
-            else:
-                store = cls.open(path, verify=False)
-                diff = _config_diff(store.config, config)
-                if diff:
-                    raise StoreMismatchError(
-                        f"The store at {path} was made with a different configuration "
-                        f"({'; '.join(diff)}). Use another path, or overwrite it "
-                        "(--overwrite / overwrite=True)."
-                    )
-                return store
+            if not overwrite:
+                return cls.open_matching(path, config)
+            remove_store(path)
         tmp = _temp_name(path, "creating")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -221,28 +233,31 @@ class ActivationStore:
         kill_point("store-created")
         compressor = ZstdCodec(level=1, checksum=True)
         n_chunks = -(-n_samples // chunk_size)
+        root = group._async_group
+        arrays: list[tuple[str, tuple[int, ...], str, Any]] = [
+            (f"layers/{name}", tuple(shape), "float32", np.nan)
+            for name, shape in layer_shapes.items()]
+        arrays += [(key, (), "int64", -1) for key in ("labels", "predictions", "indices")]
+        arrays.append(("logits", (num_classes,), "float32", np.nan))
 
-        def make(key: str, shape: tuple[int, ...], dtype: str, fill: Any) -> None:
-            group.create_array(
-                key,
-                shape=(n_samples, *shape),
-                chunks=(chunk_size, *shape),
-                dtype=dtype,
-                fill_value=fill,
-                compressors=compressor,
-            )
-            group.create_array(
-                f"digests/{key}", shape=(n_chunks,), chunks=(1,), dtype="uint32",
-                fill_value=0,
-            )
+        def make(key: str, shape: tuple[int, ...], dtype: str, fill: Any) -> list[Any]:
+            return [
+                root.create_array(key, shape=(n_samples, *shape), chunks=(chunk_size, *shape),
+                                  dtype=dtype, fill_value=fill, compressors=compressor),
+                root.create_array(f"digests/{key}", shape=(n_chunks,), chunks=(1,),
+                                  dtype="uint32", fill_value=0),
+            ]
 
-        group.create_array("chunks_done", shape=(n_chunks,), chunks=(1,), dtype="uint8",
-                           fill_value=0)
-        for name, shape in layer_shapes.items():
-            make(f"layers/{name}", tuple(shape), "float32", np.nan)
-        for key in ("labels", "predictions", "indices"):
-            make(key, (), "int64", -1)
-        make("logits", (num_classes,), "float32", np.nan)
+        async def build() -> None:
+            # parent groups first, then every array at once (one file each, written concurrently)
+            for parent in ("layers", "digests", "digests/layers"):
+                await root.create_group(parent)
+            await asyncio.gather(
+                root.create_array("chunks_done", shape=(n_chunks,), chunks=(1,), dtype="uint8",
+                                  fill_value=0),
+                *(job for spec in arrays for job in make(*spec)))
+
+        sync(build())
         group.attrs[_META] = {
             "format": FORMAT_VERSION,
             "config": config,
@@ -262,7 +277,25 @@ class ActivationStore:
         }
         kill_point("store-metadata")
         os.rename(tmp, path)
-        return cls.open(path)
+        store = cls.open(path)
+        store._layout_checked = True  # made just now from this very metadata
+        return store
+
+    @classmethod
+    def open_matching(cls, path: str | Path, config: Mapping[str, Any]) -> ActivationStore:
+        """Open the existing store at ``path`` to resume it, if it was made with ``config``
+        (including ``n_samples`` and ``chunk_size``); otherwise raise
+        :class:`~deepprofile.errors.StoreMismatchError`. Needs no forward pass."""
+        path = Path(path)
+        store = cls.open(path, verify=False)
+        diff = _config_diff(store.config, _canonical(config))
+        if diff:
+            raise StoreMismatchError(
+                f"The store at {path} was made with a different configuration "
+                f"({'; '.join(diff)}). Use another path, or overwrite it "
+                "(--overwrite / overwrite=True)."
+            )
+        return store
 
     @classmethod
     def open(cls, path: str | Path, verify: bool = True) -> ActivationStore:
@@ -370,9 +403,11 @@ class ActivationStore:
         """
         if self._layout_checked:
             return
-        for key in self.array_keys():
+        keys = self.array_keys()
+        root = self._group._async_group
+        found = _gather(self.path, [(f"array {key!r}", root.getitem(key)) for key in keys])
+        for key, arr in zip(keys, found, strict=True):
             with _format_guard(self.path, f"array {key!r}"):
-                arr = self._group[key]
                 shape, chunks = tuple(arr.shape), tuple(arr.chunks)
             expected = self._expected_shape(key)
             if shape != expected or chunks != (self.chunk_size, *expected[1:]):
@@ -381,8 +416,27 @@ class ActivationStore:
                     f"{shape} (chunks {chunks}), its metadata says {expected} (chunks "
                     f"{(self.chunk_size, *expected[1:])}). Capture again with --overwrite."
                 )
-            self._digests(key)
+        self._all_digests()
         self._layout_checked = True
+
+    def _all_digests(self) -> dict[str, np.ndarray]:
+        """The digests of every array, read in one round trip (shapes checked)."""
+        keys = self.array_keys()
+        root = self._group._async_group
+
+        async def read(key: str) -> np.ndarray:
+            arr = await root.getitem(f"digests/{key}")
+            return np.asarray(await arr.getitem(...))
+
+        found = _gather(self.path, [(f"digests of {key!r}", read(key)) for key in keys])
+        for key, digests in zip(keys, found, strict=True):
+            if digests.shape != (self.n_chunks,):
+                raise CorruptStoreError(
+                    f"The activation store at {self.path} is damaged (digests of {key!r} have "
+                    f"shape {digests.shape}, expected ({self.n_chunks},)). Capture again with "
+                    "--overwrite."
+                )
+        return dict(zip(keys, found, strict=True))
 
     def verify_all(self, chunk_ids: Iterable[int] | None = None) -> None:
         """Read every array chunk by chunk and check it against its digest.
@@ -393,8 +447,9 @@ class ActivationStore:
         """
         self.check_layout()
         ids = np.flatnonzero(self.done_chunks()) if chunk_ids is None else list(chunk_ids)
-        for key in self.array_keys():
-            digests = self._digests(key)
+        if not len(ids):
+            return
+        for key, digests in self._all_digests().items():
             for chunk_id in ids:
                 start, stop = self.chunk_bounds(int(chunk_id))
                 with _format_guard(self.path, f"chunk {chunk_id} of {key!r}"):
@@ -417,10 +472,13 @@ class ActivationStore:
         return self._compute_fingerprint()
 
     def _compute_fingerprint(self) -> str:
+        return self._fingerprint_of(self._all_digests())
+
+    def _fingerprint_of(self, all_digests: Mapping[str, np.ndarray]) -> str:
         h = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
-        for key in self.array_keys():
+        for key, digests in all_digests.items():
             h.update(key.encode())
-            h.update(self._digests(key).astype("<u4").tobytes())
+            h.update(digests.astype("<u4").tobytes())
         return h.hexdigest()[:16]
 
     @property
@@ -443,9 +501,26 @@ class ActivationStore:
             )
 
     def finalize(self) -> None:
-        """Record accuracy and fingerprint once every chunk is committed."""
+        """Record accuracy and fingerprint once every chunk is committed.
+
+        Reads the digests, predictions and labels once, concurrently; the side arrays are
+        checked against their digests like any read.
+        """
         self._read_guard()
-        self.set_metadata(accuracy=self.accuracy, fingerprint=self._compute_fingerprint())
+        digests = self._all_digests()
+        root = self._group._async_group
+
+        async def read(key: str) -> np.ndarray:
+            return np.asarray(await (await root.getitem(key)).getitem(...))
+
+        keys = ("predictions", "labels")
+        found = _gather(self.path, [(f"array {key!r}", read(key)) for key in keys])
+        for key, data in zip(keys, found, strict=True):
+            self._check_digests(key, data, digests[key])
+            self._verified.add(key)
+        predictions, labels = found
+        self.set_metadata(accuracy=float((predictions == labels).mean()),
+                          fingerprint=self._fingerprint_of(digests))
 
     def pending_chunks(self) -> list[int]:
         """Ids of the chunks still to capture, in order."""
@@ -500,14 +575,38 @@ class ActivationStore:
         if n != min(self.chunk_size, self.n_samples - start):
             raise ValueError(f"Chunk at {start} must hold {self.chunk_size} rows (or the tail)")
         chunk_id = start // self.chunk_size
+        handles = self._write_handles()
+        blocks: dict[str, np.ndarray] = {}
         for key, block in arrays.items():
-            arr = self._group[key]
-            block = np.asarray(block, dtype=arr.dtype)
+            arr = handles[key]
+            block = np.ascontiguousarray(block, dtype=arr.dtype)
             if block.shape[1:] != arr.shape[1:]:
                 raise ValueError(f"{key}: block shape {block.shape[1:]} != store {arr.shape[1:]}")
-            arr[start : start + n] = block
-            self._group[f"digests/{key}"][chunk_id] = _digest(block)
-        self._group["chunks_done"][chunk_id] = 1
+            blocks[key] = block
+        # every array and digest of the chunk at once, then (only then) the done flag
+        async def write() -> None:
+            results = await asyncio.gather(
+                *(handles[key].setitem(slice(start, start + n), block)
+                  for key, block in blocks.items()),
+                *(handles[f"digests/{key}"].setitem(chunk_id, _digest(block))
+                  for key, block in blocks.items()),
+                return_exceptions=True)
+            for result in results:  # all settled: nothing still writes when this raises
+                if isinstance(result, BaseException):
+                    raise result
+            await handles["chunks_done"].setitem(chunk_id, 1)  # only once all is written
+
+        sync(write())
+
+    def _write_handles(self) -> dict[str, Any]:
+        """Zarr arrays of every data and digest array, opened once per store object."""
+        if not self._writable:
+            keys = self.array_keys()
+            keys += [f"digests/{key}" for key in keys] + ["chunks_done"]
+            root = self._group._async_group
+            found = _gather(self.path, [(f"array {key!r}", root.getitem(key)) for key in keys])
+            self._writable = dict(zip(keys, found, strict=True))
+        return self._writable
 
     def set_metadata(self, **values: Any) -> None:
         """Add or update provenance entries (e.g. accuracy after capture)."""
@@ -534,8 +633,9 @@ class ActivationStore:
             self._verified.add(key)
         return data
 
-    def _check_digests(self, key: str, data: np.ndarray) -> None:
-        digests = self._digests(key)
+    def _check_digests(self, key: str, data: np.ndarray,
+                       digests: np.ndarray | None = None) -> None:
+        digests = self._digests(key) if digests is None else digests
         for chunk_id, expected in enumerate(digests):
             block = data[chunk_id * self.chunk_size : (chunk_id + 1) * self.chunk_size]
             if _digest(block) != int(expected):
