@@ -51,6 +51,20 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+RUN_SPECIFIC_KEYS = frozenset({"created", "date", "command", "timings", "seconds"})
+
+
+def comparable(obj: Any) -> Any:
+    """A result's JSON without the keys that differ between two identical runs (creation
+    time, date, command line, wall-clock timings), at any depth: equal results compare
+    equal, float for float, whether they ran in one process or on a cluster."""
+    if isinstance(obj, dict):
+        return {k: comparable(v) for k, v in obj.items() if k not in RUN_SPECIFIC_KEYS}
+    if isinstance(obj, list):
+        return [comparable(v) for v in obj]
+    return obj
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` atomically (temp file in the same folder + rename), mode 0644 less umask,
     so a run that dies mid-write never leaves a half-written file."""

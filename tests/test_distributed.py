@@ -9,6 +9,7 @@ import torch
 from deepprofile.capture import ActivationStore, capture_to_store
 from deepprofile.data import ShapesDataset
 from deepprofile.models import SmallResNet, load_model, save_checkpoint
+from deepprofile.results import comparable
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -42,18 +43,6 @@ def test_distributed_capture_matches_single_process(tmp_path):
     assert torch.get_num_threads() == threads_before
 
 
-VOLATILE = {"created", "date", "command", "timings", "seconds"}
-
-
-def _stable(obj):
-    """JSON without wall-clock fields (creation time, date, command line, timings)."""
-    if isinstance(obj, dict):
-        return {k: _stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [_stable(v) for v in obj]
-    return obj
-
-
 def _store_bytes(path):
     store = ActivationStore.open(path)
     keys = store.array_keys() + ["chunks_done"] + [f"digests/{k}" for k in store.array_keys()]
@@ -68,7 +57,7 @@ def _run_files(run_dir):
     store = ActivationStore.open(run_dir / "activations.zarr")
     files["store-metadata"] = json.loads(json.dumps(store.metadata))
     files["store-config"] = json.loads(json.dumps(store.config))
-    return _stable(files)
+    return comparable(files)
 
 
 def test_capture_cli_with_scheduler_equals_one_process(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,20 +15,11 @@ from deepprofile.capture.runner import capture_to_store
 from deepprofile.data import ArrayDataset
 from deepprofile.errors import DeepProfileError
 from deepprofile.models.small import SmallResNet
+from deepprofile.results import comparable
 
 distributed = pytest.importorskip("dask.distributed")
 
 LAYERS = ["stem", "layer1", "layer2", "layer3"]
-VOLATILE = {"timings", "seconds", "created", "command"}
-
-
-def _stable(obj: Any) -> Any:
-    """A result's JSON without wall-clock fields (timings, creation time, command line)."""
-    if isinstance(obj, dict):
-        return {k: _stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [_stable(v) for v in obj]
-    return obj
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +72,11 @@ def test_topology_with_scheduler_equals_one_process(run, address) -> None:
     params = dict(n_points=50, quiet=True, metrics=("sliced_wasserstein", "bottleneck"),
                   cka=("linear",), sensitivity_k=(0, 1, 2), write=True)
     path = run / "results" / "topology.json"
-    ref = _stable(run_topology(run, **params).to_dict())
-    ref_file = _stable(json.loads(path.read_text()))
+    ref = comparable(run_topology(run, **params).to_dict())
+    ref_file = comparable(json.loads(path.read_text()))
     got = run_topology(run, scheduler=address, **params)
-    assert _stable(got.to_dict()) == ref  # bitwise: every float compared exactly
-    assert _stable(json.loads(path.read_text())) == ref_file
+    assert comparable(got.to_dict()) == ref  # bitwise: every float compared exactly
+    assert comparable(json.loads(path.read_text())) == ref_file
     assert set(got.sensitivity) == set(LAYERS) and len(got.layers) == 4
 
 
@@ -96,7 +86,7 @@ def test_mapper_with_scheduler_equals_one_process(run, address) -> None:
     params = dict(quiet=True, intervals=8, thumbnails=False, merge=False)
     ref = run_mapper(run, **params).to_dict()
     got = run_mapper(run, scheduler=address, **params).to_dict()
-    assert _stable(got) == _stable(ref)
+    assert comparable(got) == comparable(ref)
     assert list(got["layers"]) == LAYERS and got["distances"]
 
 
@@ -130,7 +120,7 @@ def test_local_processes_cluster(run) -> None:
                   merge=False)
     ref = run_mapper(run, **params).to_dict()
     got = run_mapper(run, scheduler="local:2", **params).to_dict()
-    assert _stable(got) == _stable(ref)
+    assert comparable(got) == comparable(ref)
 
 
 def test_cli_runs_topology_and_mapper_on_a_scheduler(run, address, tmp_path) -> None:
@@ -169,4 +159,4 @@ def test_topology_compare_with_scheduler_equals_one_process(run, address) -> Non
     params = dict(n_points=40, quiet=True, metrics=("bottleneck",))
     ref = compare_topology(run, run, **params).to_dict()
     got = compare_topology(run, run, scheduler=address, **params).to_dict()
-    assert _stable(got) == _stable(ref) and got["accuracy"] == 1.0
+    assert comparable(got) == comparable(ref) and got["accuracy"] == 1.0

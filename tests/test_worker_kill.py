@@ -27,6 +27,7 @@ import deepprofile
 from deepprofile.capture import ActivationStore, capture_to_store
 from deepprofile.data import ArrayDataset, ShapesDataset
 from deepprofile.models import SmallResNet, load_model, save_checkpoint
+from deepprofile.results import comparable
 from deepprofile.testhooks import ENV_ONCE
 
 distributed = pytest.importorskip("dask.distributed")
@@ -34,15 +35,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = str(Path(deepprofile.__file__).resolve().parents[1])
 LAYERS = ["stem", "layer1", "layer2", "layer3"]
-VOLATILE = {"timings", "seconds", "created", "command"}
-
-
-def _stable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [_stable(v) for v in obj]
-    return obj
 
 
 @dataclass
@@ -135,7 +127,7 @@ def test_topology_survives_a_killed_worker(run, killer) -> None:
     ref = run_topology(run, **params).to_dict()
     got = run_topology(run, scheduler=killer.address, **params).to_dict()
     killer.assert_one_worker_died()
-    assert _stable(got) == _stable(ref)
+    assert comparable(got) == comparable(ref)
 
 
 def test_mapper_survives_a_killed_worker(run, killer) -> None:
@@ -146,7 +138,7 @@ def test_mapper_survives_a_killed_worker(run, killer) -> None:
     ref = run_mapper(run, **params).to_dict()
     got = run_mapper(run, scheduler=killer.address, **params).to_dict()
     killer.assert_one_worker_died()
-    assert _stable(got) == _stable(ref)
+    assert comparable(got) == comparable(ref)
 
 
 def test_spectral_survives_a_killed_worker(run, model, killer) -> None:
