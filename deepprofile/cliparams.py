@@ -63,6 +63,17 @@ def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
     return parse
 
 
+def rule(analysis: str, key: str) -> Callable[[str], int] | Callable[[str], float]:
+    """The parser for ``RULES[analysis][key]`` of :mod:`deepprofile.validate`, so the command
+    line and the Python API share one set of limits (per item for list rules)."""
+    from deepprofile.validate import RULES
+
+    r = RULES[analysis][key]
+    if r.kind is int:
+        return integer(None if r.lo is None else int(r.lo), None if r.hi is None else int(r.hi))
+    return number(r.lo, r.hi, lo_open=r.lo_open, hi_open=r.hi_open)
+
+
 def reduction(value: str) -> str:
     """A reduction spec: ``mean``, ``max``, ``max_position``, ``flatten``, ``positions:k``."""
     from deepprofile.capture.reducers import parse_reduction

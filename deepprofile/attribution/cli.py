@@ -48,21 +48,25 @@ def register(app: typer.Typer) -> None:
             help="Base method, SDE-smoothed and compared: ig, saliency, input_x_gradient, "
             "smoothgrad, gradient_shap.")] = "ig",
         sde_sigma: Annotated[list[float] | None, typer.Option(
-            "--sde-sigma", parser=cp.number(0),
+            "--sde-sigma", parser=cp.rule("attribution", "sigmas"),
             help="Diffusion sigma (>= 0) of the SDE smoothing; repeat for several "
             "(0 = plain, always included).")] = None,
         n_draws: Annotated[int | None, typer.Option(
-            parser=cp.integer(1), help="Noise draws averaged per sigma.")] = None,
+            parser=cp.rule("attribution", "n_draws"),
+            help="Noise draws averaged per sigma.")] = None,
         noise: Annotated[Literal["additive", "multiplicative"], typer.Option(
             help="additive or multiplicative noise.")] = "additive",
         n_images: Annotated[int | None, typer.Option(
-            parser=cp.integer(1), help="Images explained (spread over the store).")] = None,
+            parser=cp.rule("attribution", "n_images"),
+            help="Images explained (spread over the store).")] = None,
         n_steps: Annotated[int | None, typer.Option(
-            parser=cp.integer(1), help="Integration steps of IG / BIG.")] = None,
+            parser=cp.rule("attribution", "n_steps"),
+            help="Integration steps of IG / BIG.")] = None,
         robust_images: Annotated[int | None, typer.Option(
-            parser=cp.integer(1), help="Images used in the robustness comparison.")] = None,
+            parser=cp.rule("attribution", "robust_images"),
+            help="Images used in the robustness comparison.")] = None,
         eps: Annotated[float | None, typer.Option(
-            parser=cp.number(0, lo_open=True),
+            parser=cp.rule("attribution", "eps"),
             help="Perturbation radius (Linf) of the robustness checks; default 3% of the "
             "input range.")] = None,
         robustness: Annotated[bool | None, typer.Option(
@@ -74,11 +78,11 @@ def register(app: typer.Typer) -> None:
             "--alignment/--no-alignment",
             help="Score the maps' alignment with the data manifold.")] = None,
         finetune_steps: Annotated[int, typer.Option(
-            parser=cp.integer(0),
+            parser=cp.rule("attribution", "finetune_steps"),
             help="Noisy fine-tuning steps (neural-SDE training) on the training split; 0 = off."
         )] = 0,
         finetune_sigma: Annotated[float | None, typer.Option(
-            parser=cp.number(0, lo_open=True),
+            parser=cp.rule("attribution", "finetune_sigma"),
             help="Sigma of the noisy fine-tuning (default: the largest --sde-sigma).")] = None,
         node_members: Annotated[Path | None, typer.Option(
             help="JSON file {node id: [store rows]} of a mapper graph, for per-node maps.")] = None,
@@ -98,14 +102,14 @@ def register(app: typer.Typer) -> None:
             help="Activation memory one forward-backward pass may use, e.g. 2GB, 8GiB, "
             "or 'none' (no bound); sets captum's internal batch sizes.")] = "2GiB",
         seed: Annotated[int, typer.Option(
-            parser=cp.integer(0), help="Seed for every random choice.")] = 0,
+            parser=cp.rule("attribution", "seed"), help="Seed for every random choice.")] = 0,
         scheduler: Annotated[str | None, typer.Option(
             parser=cp.scheduler,
             help="Compute the maps as Dask tasks, one per shard of images: local:N (N worker "
             "processes on this machine) or tcp://HOST:PORT (a running scheduler; the run "
             "folder must be at the same path on every worker). Needs '.[dask]'.")] = None,
         shard_size: Annotated[int, typer.Option(
-            parser=cp.integer(1),
+            parser=cp.rule("attribution", "shard_size"),
             help="Images per shard: the unit of resuming and of Dask tasks.")] = 8,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:

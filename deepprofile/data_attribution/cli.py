@@ -34,14 +34,26 @@ def register(app: typer.Typer) -> None:
         concept_layer: Annotated[str | None, typer.Option(
             help="Layer of the concept probe (default: its most accurate one).")] = None,
         proj_dim: Annotated[int | None, typer.Option(
+            parser=cp.rule("data_attribution", "proj_dim"),
             help="Projection dimension (default min(512, n_train/2)); below n_train.")] = None,
-        lambda_reg: Annotated[float, typer.Option(help="Absolute ridge term on X^T X.")] = 0.0,
-        ridge: Annotated[float, typer.Option(help="Ridge on X^T X relative to its mean "
-            "eigenvalue (0: traker's scores exactly).")] = 1.0,
-        n_targets: Annotated[int, typer.Option(help="Test images scored (spread).")] = 64,
-        k: Annotated[int, typer.Option(help="Training images kept per ranking.")] = 8,
-        batch_size: Annotated[int, typer.Option(help="Per-sample gradient batch.")] = 32,
-        seed: Annotated[int, typer.Option(help="Projector seed.")] = 0,
+        lambda_reg: Annotated[float, typer.Option(
+            parser=cp.rule("data_attribution", "lambda_reg"),
+            help="Absolute ridge term on X^T X.")] = 0.0,
+        ridge: Annotated[float, typer.Option(
+            parser=cp.rule("data_attribution", "ridge"),
+            help="Ridge on X^T X relative to its mean eigenvalue "
+            "(0: traker's scores exactly).")] = 1.0,
+        n_targets: Annotated[int, typer.Option(
+            parser=cp.rule("data_attribution", "n_targets"),
+            help="Test images scored (spread).")] = 64,
+        k: Annotated[int, typer.Option(
+            parser=cp.rule("data_attribution", "k"),
+            help="Training images kept per ranking.")] = 8,
+        batch_size: Annotated[int, typer.Option(
+            parser=cp.rule("data_attribution", "batch_size"),
+            help="Per-sample gradient batch.")] = 32,
+        seed: Annotated[int, typer.Option(
+            parser=cp.rule("data_attribution", "projector_seed"), help="Projector seed.")] = 0,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
         scheduler: Annotated[str | None, typer.Option(

@@ -32,18 +32,19 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="l2norm, pca, pca2, confidence, entropy or centroid.")
         ] = "l2norm",
         intervals: Annotated[int, typer.Option(
-            parser=cp.integer(1), help="Cover intervals per lens dimension.")] = 40,
+            parser=cp.rule("mapper", "intervals"),
+            help="Cover intervals per lens dimension.")] = 40,
         overlap: Annotated[
-            float, typer.Option(parser=cp.number(0, 1, hi_open=True),
+            float, typer.Option(parser=cp.rule("mapper", "overlap"),
                                 help="Overlap of neighbouring intervals, in [0, 1).")
         ] = 0.3,
         eps: Annotated[
             float | None,
-            typer.Option(parser=cp.number(0, lo_open=True),
+            typer.Option(parser=cp.rule("mapper", "eps"),
                          help="DBSCAN eps; default: knee of the sorted k-NN distances."),
         ] = None,
         min_samples: Annotated[int, typer.Option(
-            parser=cp.integer(1), help="DBSCAN min_samples.")] = 5,
+            parser=cp.rule("mapper", "min_samples"), help="DBSCAN min_samples.")] = 5,
         thumbnails: Annotated[
             bool,
             typer.Option("--thumbnails/--no-thumbnails", help="Member images in node details."),
@@ -52,7 +53,8 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--open", help="Open the page(s) in a browser.")
         ] = False,
         seed: Annotated[int, typer.Option(
-            parser=cp.integer(0), help="Seed for subsampling, PCA and clusterers.")] = 0,
+            parser=cp.rule("mapper", "seed"),
+            help="Seed for subsampling, PCA and clusterers.")] = 0,
         quiet: Annotated[
             bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
         ] = False,

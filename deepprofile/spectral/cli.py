@@ -38,21 +38,21 @@ def register(app: typer.Typer) -> None:
             "--output", "-o", help="JSON file to write (default: RUN/results/spectral.json, "
                                    "or ./spectral.json without a run).")] = None,
         threshold: Annotated[float, typer.Option(
-            parser=cp.number(0, 1, lo_open=True),
+            parser=cp.rule("spectral", "threshold"),
             help="Influence threshold (cumulative energy share, or per-vector share).")] = 0.8,
         mode: Annotated[Literal["cumulative", "share"],
                         typer.Option(help="cumulative | share")] = "cumulative",
         n_vectors: Annotated[int | None, typer.Option(
-            parser=cp.integer(1),
+            parser=cp.rule("spectral", "n_vectors"),
             help="Top singular vectors per layer to consider (default: all).")] = None,
         max_layers: Annotated[int, typer.Option(
-            parser=cp.integer(1),
+            parser=cp.rule("spectral", "max_projection_layers"),
             help="Projection layers picked when --layers is not given.")] = 4,
         random_init: Annotated[bool, typer.Option(
             "--random-init/--no-random-init",
             help="Also analyse a seeded random-init copy side by side.")] = True,
         bootstrap: Annotated[int, typer.Option(
-            parser=cp.integer(0),
+            parser=cp.rule("spectral", "n_bootstrap"),
             help="Bootstrap samples for the power-law goodness-of-fit p-value (0: off).")] = 0,
         arch: Annotated[str | None, typer.Option(
             help="Architecture of a plain weights file (default: from the checkpoint, or "
@@ -61,11 +61,11 @@ def register(app: typer.Typer) -> None:
             parser=cp.integer(1),
             help="Classes of the model head (default: read from the weights).")] = None,
         batch_size: Annotated[int, typer.Option(
-            parser=cp.integer(1), help="Images per forward pass.")] = 128,
+            parser=cp.rule("spectral", "batch_size"), help="Images per forward pass.")] = 128,
         device: Annotated[str, typer.Option(
             parser=cp.device, help="auto (CUDA when available), cpu, cuda, cuda:1 ...")] = "auto",
         seed: Annotated[int, typer.Option(
-            parser=cp.integer(0), help="Seed for every random choice.")] = 0,
+            parser=cp.rule("spectral", "seed"), help="Seed for every random choice.")] = 0,
         scheduler: Annotated[str | None, typer.Option(
             parser=cp.scheduler, help=cp.SCHEDULER_HELP + " Same spectral.json as without."
         )] = None,

@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Point cloud per layer: max_position, image or positions.")
         ] = "max_position",
         n_points: Annotated[int, typer.Option(
-            parser=cp.integer(2), help="Points per cloud after subsampling.")] = 1000,
+            parser=cp.rule("topology", "n_points"),
+            help="Points per cloud after subsampling.")] = 1000,
         sampler: Annotated[Literal["random", "stratified", "fps"],
                            typer.Option(help="random, stratified or fps.")] = "random",
         normalize: Annotated[
@@ -52,17 +53,17 @@ def register(app: typer.Typer) -> None:
         ] = None,
         homology: Annotated[
             list[int] | None,
-            typer.Option("--homology", parser=cp.integer(0, 3),
+            typer.Option("--homology", parser=cp.rule("topology", "homology"),
                          help="Homology dimensions 0-3; repeat (default 0 and 1)."),
         ] = None,
         cutoff_quantile: Annotated[
             float | None,
-            typer.Option(parser=cp.number(0, 1, lo_open=True),
+            typer.Option(parser=cp.rule("topology", "cutoff_quantile"),
                          help="Rips cutoff at this quantile of pairwise distances (faster; "
                          "features alive at the cutoff get death = cutoff)."),
         ] = None,
         positions_k: Annotated[
-            int, typer.Option(parser=cp.integer(1),
+            int, typer.Option(parser=cp.rule("topology", "positions_k"),
                               help="Positions per image for --cloud positions.")
         ] = 16,
         store: Annotated[
@@ -74,12 +75,13 @@ def register(app: typer.Typer) -> None:
                          "A/results/topology_compare.json with --compare)."),
         ] = None,
         threads: Annotated[int, typer.Option(
-            parser=cp.integer(1), help="Threads inside one persistence run.")] = 2,
+            parser=cp.rule("topology", "n_threads"),
+            help="Threads inside one persistence run.")] = 2,
         device: Annotated[
             str, typer.Option(parser=cp.device,
                               help="auto|cpu|cuda (unused: topology runs on the CPU).")
         ] = "auto",
-        seed: Annotated[int, typer.Option(parser=cp.integer(0),
+        seed: Annotated[int, typer.Option(parser=cp.rule("topology", "seed"),
                                           help="Seed for subsampling.")] = 0,
         quiet: Annotated[
             bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")
