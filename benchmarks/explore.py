@@ -10,9 +10,12 @@ alternating, is the package's ``MapperGraph(...).fit`` alone on the same array w
 same parameters: ``overhead_ratio`` says what the explorer adds on top of the mapper.
 CPU seconds of the process (``*_cpu_s``) are reported beside the wall-clock ones: they
 hardly change when other jobs share the cores, wall-clock times do (several-fold).
-Also reported: a cache hit, and the page payload (HTML, every script bundle, layout and
-callback graph, as the browser fetches them on first load, plus the graph's elements
-JSON per size). Prints one JSON object.
+Also reported: the process's resident memory after each size and its peak so far (sizes
+run smallest first, so the last peak is the largest size's; the process holds what an
+explorer server holds: the run's data, the cache of graphs, the layout), a cache hit,
+and the page payload (HTML, every script bundle, layout and callback graph, as the
+browser fetches them on first load, plus the graph's elements JSON per size).
+Prints one JSON object.
 
     python benchmarks/explore.py            # about a minute on 2 cores
     python benchmarks/explore.py --quick    # 2,000 and 5,000 points
@@ -138,6 +141,21 @@ def page_payload(run_dir: Path) -> dict:
     return sizes
 
 
+def _rss_mb() -> dict[str, float]:
+    """Resident memory now (from /proc, Linux) and the process's peak so far, in MB."""
+    import os
+    import resource
+
+    now = None
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        now = round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return {"rss_mb": now, "peak_rss_mb": peak}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2,000 and 5,000 points")
@@ -146,7 +164,11 @@ def main() -> None:
     sizes = (2_000, 5_000) if args.quick else (10_000, 50_000)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        results = [bench(n, args.repeats, base) for n in sizes]
+        memory = {"before": _rss_mb()}
+        results = []
+        for n in sizes:
+            results.append(bench(n, args.repeats, base))
+            memory[str(n)] = _rss_mb()
         payload = page_payload(base / f"run{sizes[0]}")
     print(json.dumps({
         "benchmark": "explore",
@@ -155,6 +177,7 @@ def main() -> None:
                    "min_samples": 5, "repeats": args.repeats},
         "results": results,
         "page_payload_bytes": payload,
+        "memory": memory,
     }, indent=2))
 
 
