@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from deepprofile.data_attribution.outputs import MarginOutput
+from deepprofile.data_attribution.results import precision_at_k
 from deepprofile.data_attribution.trak import DataAttributionError, TrakEnsemble
 
 
@@ -92,12 +93,11 @@ def ranking_precision(scores: np.ndarray, truth: np.ndarray, labels: np.ndarray,
     of the spurious class, so a ranking that picks that class at random already beats
     the overall base rate; within the class it must beat the class's marked share)."""
     scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool)
-    labels = np.asarray(labels)
-    top = np.argsort(-scores, kind="stable")[:k]
-    inside = np.flatnonzero(labels == cls)
-    top_in = inside[np.argsort(-scores[inside], kind="stable")[:k]]
-    return RankingPrecision(int(k), float(truth[top].mean()), float(truth.mean()),
-                            float(truth[top_in].mean()), float(truth[inside].mean()))
+    inside = np.flatnonzero(np.asarray(labels) == cls)
+    overall = precision_at_k(scores, truth, k, "")
+    in_class = precision_at_k(scores[inside], truth[inside], k, "")
+    return RankingPrecision(int(k), overall.precision, overall.base_rate,
+                            in_class.precision, in_class.base_rate)
 
 
 @dataclass(frozen=True)
