@@ -16,6 +16,17 @@ Example (YAML)::
       spectral: {}
       attribution: {n_images: 16, sigmas: [0.0, 0.1, 0.3]}
     report: true
+    scheduler: local:2                 # optional: Dask for capture and every analysis
+    memory_budget: 4GiB                # optional: attribution and spectral (default 2GiB)
+
+``scheduler`` (``local:N`` or ``tcp://HOST:PORT``, as ``--scheduler`` on the command line)
+is where capture and the analyses run their tasks; a stage's own ``scheduler:``
+(``capture: {scheduler: ...}``, ``analyses: {spectral: {scheduler: ...}}``) overrides it,
+``null`` there meaning this process. ``local:N`` starts one cluster of N worker processes
+for the whole run. Capture and attribution on a scheduler need ``model:`` to be a
+checkpoint file (the workers load it). ``memory_budget`` (a size such as ``8GB``, or
+``none`` for no bound) bounds attribution's and spectral projections' passes, overridden
+by ``analyses: {attribution: {memory_budget: ...}}``.
 
 ``deepprofile run CONFIG`` executes it (:func:`run_config`); the same file gives the
 same numbers. Unknown keys are errors that list the valid ones; analysis options out of
@@ -34,6 +45,8 @@ from typing import Any
 from deepprofile.errors import DeepProfileError, MissingFileError
 
 ANALYSES = ("topology", "mapper", "spectral", "attribution")
+#: Analyses whose passes a memory budget bounds (the others take no ``memory_budget``).
+BUDGETED = ("spectral", "attribution")
 
 
 class ConfigError(DeepProfileError, ValueError):
@@ -49,11 +62,18 @@ class CaptureConfig:
     batch_size: int = 64
     chunk_size: int | None = None
     limit: int | None = None
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A whole run: model, data, capture, analyses and their options, report."""
+    """A whole run: model, data, capture, analyses and their options, report.
+
+    ``scheduler`` and ``memory_budget`` are the run-wide defaults that
+    :func:`config_from_dict` (and so :func:`load_config`) writes into ``capture.scheduler``
+    and each analysis's options where those do not set their own; :func:`run_config` reads
+    the per-stage values. Build a config from a mapping with :func:`config_from_dict`.
+    """
 
     model: str
     dataset: dict[str, Any] = field(default_factory=lambda: {"name": "digits", "split": "test"})
@@ -66,6 +86,8 @@ class RunConfig:
     analyses: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"topology": {}, "mapper": {}, "spectral": {}})
     report: bool = True
+    scheduler: str | None = None
+    memory_budget: int | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,7 +140,58 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         values["dataset"] = {"name": values["dataset"]}
     _check_capture_values(capture)
     _check_analysis_values(values)
+    _apply_stage_defaults(values, capture)
     return RunConfig(**values, capture=CaptureConfig(**capture))
+
+
+def _check_scheduler(name: str, value: Any) -> None:
+    """Refuse a scheduler the command line's ``--scheduler`` would refuse, naming ``name``."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ConfigError(f"`{name}` must be local:N or tcp://HOST:PORT (text), got {value!r}.")
+    from deepprofile.distributed import parse_scheduler
+
+    try:
+        parse_scheduler(value)
+    except DeepProfileError as exc:
+        raise ConfigError(f"`{name}`: {exc}") from None
+
+
+def _check_budget(name: str, value: Any) -> None:
+    """Refuse a memory budget ``--memory-budget`` would refuse, naming ``name``."""
+    from deepprofile.attribution.memory import parse_budget
+
+    try:
+        parse_budget(value)
+    except DeepProfileError as exc:
+        raise ConfigError(f"`{name}`: {exc}") from None
+
+
+def _apply_stage_defaults(values: dict[str, Any], capture: dict[str, Any]) -> None:
+    """Check every ``scheduler`` / ``memory_budget`` and copy the run-wide ones into the
+    stages that do not set their own (a stage's ``scheduler: null`` stays in this process)."""
+    scheduler = values.get("scheduler")
+    budget = values.get("memory_budget")
+    _check_scheduler("scheduler", scheduler)
+    if budget is not None:
+        _check_budget("memory_budget", budget)
+    _check_scheduler("capture.scheduler", capture.get("scheduler"))
+    capture.setdefault("scheduler", scheduler)
+    if "analyses" not in values:
+        values["analyses"] = RunConfig.__dataclass_fields__["analyses"].default_factory()
+    for name, options in values["analyses"].items():
+        _check_scheduler(f"{name}.scheduler", options.get("scheduler"))
+        if "memory_budget" in options:
+            if name not in BUDGETED:
+                raise ConfigError(
+                    f"`{name}.memory_budget`: {name} takes no memory budget; "
+                    f"{' and '.join(BUDGETED)} do.")
+            _check_budget(f"{name}.memory_budget", options["memory_budget"])
+        if scheduler is not None:
+            options.setdefault("scheduler", scheduler)
+        if budget is not None and name in BUDGETED:
+            options.setdefault("memory_budget", budget)
 
 
 def _check_capture_values(capture: dict[str, Any]) -> None:
@@ -205,23 +278,74 @@ def run_config(config: RunConfig, *, quiet: bool = False, overwrite: bool = Fals
     run_dir = Path(config.out)
     indices = range(min(config.capture.limit, len(dataset))) if config.capture.limit else None
     checkpoint = info.source if info.source != "random init" else None
-    for reduction in config.capture.reductions:
-        _, store = capture_run(
-            model, dataset, run_dir, list(config.capture.layers), reductions=reduction,
-            store_name=store_name_for(reduction), model_info=info.to_dict(),
-            checkpoint=checkpoint, batch_size=config.capture.batch_size,
-            chunk_size=config.capture.chunk_size, device=device, seed=config.seed,
-            overwrite=overwrite, quiet=quiet, indices=indices,
-        )
-        echo(f"captured {store.n_samples} samples ({reduction}) -> {store.path}")
-    write_json(run_dir / "config.json", config.to_dict())
-    for name, opts in config.analyses.items():
-        _run_analysis(name, dict(opts), model, run_dir, dataset, config.seed, quiet, echo)
+    if checkpoint is None:
+        _refuse_scheduler_without_checkpoint(config)
+    with _SharedClusters() as clusters:
+        for reduction in config.capture.reductions:
+            _, store = capture_run(
+                model, dataset, run_dir, list(config.capture.layers), reductions=reduction,
+                store_name=store_name_for(reduction), model_info=info.to_dict(),
+                checkpoint=checkpoint, batch_size=config.capture.batch_size,
+                chunk_size=config.capture.chunk_size, device=device, seed=config.seed,
+                overwrite=overwrite, quiet=quiet, indices=indices,
+                scheduler=clusters.address(config.capture.scheduler),
+                load_options={"num_classes": config.num_classes, "arch": config.arch},
+            )
+            echo(f"captured {store.n_samples} samples ({reduction}) -> {store.path}")
+        write_json(run_dir / "config.json", config.to_dict())
+        for name, opts in config.analyses.items():
+            opts = dict(opts)
+            if opts.get("scheduler") is not None:
+                opts["scheduler"] = clusters.address(opts["scheduler"])
+            _run_analysis(name, opts, model, run_dir, dataset, config.seed, quiet, echo)
     if config.report:
         from deepprofile.report import build_report
 
         echo(f"report: {build_report(run_dir)}")
     return run_dir
+
+
+def _refuse_scheduler_without_checkpoint(config: RunConfig) -> None:
+    """Capture and attribution workers load the model from its file: a random-init
+    architecture name would give every worker other weights."""
+    stages = (["capture"] if config.capture.scheduler is not None else []) + [
+        name for name in ("attribution",)
+        if (config.analyses.get(name) or {}).get("scheduler") is not None]
+    if stages:
+        raise ConfigError(
+            f"`{stages[0]}.scheduler` needs `model:` to be a checkpoint file for the workers "
+            f"to load; {config.model!r} is a random-init architecture, which would differ on "
+            f"every worker. Give a checkpoint, or set `{stages[0]}: {{scheduler: null}}` to run "
+            "that stage in this process.")
+
+
+class _SharedClusters:
+    """One Dask cluster per ``local:N`` for the whole run (stages reach it by its
+    ``tcp://`` address), so worker processes start once, not once per stage."""
+
+    def __init__(self) -> None:
+        import contextlib
+
+        self._stack = contextlib.ExitStack()
+        self._addresses: dict[str, str] = {}
+
+    def address(self, scheduler: str | None) -> str | None:
+        """``scheduler`` itself for ``None`` or ``tcp://``; the address of the cluster
+        started for ``local:N`` (on first use) otherwise."""
+        from deepprofile.distributed import client_for, parse_scheduler
+
+        if scheduler is None or parse_scheduler(scheduler)[0] != "local":
+            return scheduler
+        if scheduler not in self._addresses:
+            client = self._stack.enter_context(client_for(scheduler))
+            self._addresses[scheduler] = client.scheduler.address
+        return self._addresses[scheduler]
+
+    def __enter__(self) -> _SharedClusters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
 
 
 def _check_options(name: str, func: Any, options: dict[str, Any], fixed: set[str]) -> None:
@@ -253,13 +377,25 @@ def _run_analysis(name: str, options: dict[str, Any], model: Any, run_dir: Path,
         _check_options(name, run_mapper, options, fixed)
         result = run_mapper(run_dir, dataset=dataset, seed=seed, quiet=quiet, **options)
     elif name == "spectral":
+        from deepprofile.attribution.memory import DEFAULT_BUDGET, memory_budget
         from deepprofile.spectral.pipeline import run_spectral
         from deepprofile.spectral.pipeline import summarize_spectral as summarize
 
         layers = options.pop("layers", None)
+        budget = options.pop("memory_budget", DEFAULT_BUDGET)
         _check_options(name, run_spectral, options, fixed)
-        result = run_spectral(model, run_dir, dataset, layers, seed=seed, quiet=quiet,
-                              **options)
+        # run_spectral with a scheduler and a dataset reads store.path even when no layer is
+        # projected from a store: give it the run's mean store (no full maps, so the
+        # projections still come from the dataset, as without a scheduler)
+        store = options.pop("store", None)
+        if (store is None and options.get("scheduler") is not None
+                and (run_dir / "activations.zarr").exists()):
+            from deepprofile.capture.store import ActivationStore
+
+            store = ActivationStore.open(run_dir / "activations.zarr", verify=False)
+        with memory_budget(budget):  # bounds the projections' forward batches and chunks
+            result = run_spectral(model, run_dir, dataset, layers, seed=seed, quiet=quiet,
+                                  store=store, **options)
     else:
         from deepprofile.attribution.pipeline import run_attribution
         from deepprofile.attribution.pipeline import summarize_attribution as summarize
