@@ -6,9 +6,11 @@ Runs the command, and every ``--interval`` seconds walks its process tree (psuti
 each process's ``VmHWM`` (the kernel's own peak resident set size, so a short spike between
 two samples is still counted) and its current RSS. Prints one JSON object: the wall time,
 the exit code, each process's peak with its role (``command`` = the process started here;
-``worker`` = a ``multiprocessing`` spawn child such as a ``LocalCluster`` worker;
-``resource_tracker``; ``other``), the sum of the workers' peaks, and the peak of the tree's
-summed current RSS at any one sample (what the machine held at once; sampled, so a lower
+``worker`` = a ``multiprocessing`` spawn child of the command, such as a ``LocalCluster``
+worker; ``resource_tracker``; ``other``: anything else, e.g. the short-lived fork a process
+makes to exec ``ldconfig`` or ``uname``, whose copied pages are its parent's), the sum of
+the workers' peaks, and the peak of the summed current RSS of the command, its workers and
+the tracker at any one sample (what the machine held at once; sampled, so a lower
 bound; it counts pages shared between processes, such as the torch libraries, once per
 process; ``--pss-every S`` adds the tree's summed proportional set size, sampled every S
 seconds, which splits them). Growth in a process's last ``--interval`` before it exits is
@@ -52,9 +54,13 @@ def _role(proc: psutil.Process, root: int) -> str:
         return "other"
     if "resource_tracker" in cmd:
         return "resource_tracker"
-    if "spawn_main" in cmd or "forkserver" in cmd:
+    try:
+        direct = proc.ppid() == root
+    except psutil.Error:
+        direct = False
+    if direct and ("spawn_main" in cmd or "forkserver" in cmd):
         return "worker"
-    return "other"
+    return "other"  # e.g. a worker's fork that is about to exec ldconfig or uname
 
 
 def measure(command: list[str], interval: float = 0.02,
@@ -79,24 +85,27 @@ def measure(command: list[str], interval: float = 0.02,
             procs = []
         total = 0
         for proc in procs:
-            info = seen.get(proc.pid)
-            if info is None:
+            info = seen.setdefault(proc.pid, {"pid": proc.pid, "role": "other", "name": "?",
+                                              "peak_mb": 0.0})
+            if info["role"] == "other":  # again: a spawned worker is a fork until it execs
+                info["role"] = _role(proc, child.pid)
                 try:
-                    name = proc.name()
+                    info["name"] = proc.name()
                 except psutil.Error:
-                    name = "?"
-                info = seen[proc.pid] = {"pid": proc.pid, "role": _role(proc, child.pid),
-                                         "name": name, "peak_mb": 0.0}
+                    pass
             peak = _peak_kb(proc.pid)
             if peak is not None:
                 info["peak_mb"] = max(info["peak_mb"], round(peak / 1024, 1))
+            if info["role"] == "other":
+                continue  # short-lived forks share their parent's pages until they exec
             try:
                 total += proc.memory_info().rss
             except psutil.Error:
                 pass
         total_peak = max(total_peak, total)
         if pss_every is not None and time.perf_counter() >= pss_next:
-            pss_peak = max(pss_peak, _tree_pss(procs))
+            pss_peak = max(pss_peak, _tree_pss(
+                [p for p in procs if seen[p.pid]["role"] != "other"]))
             pss_next = time.perf_counter() + pss_every
         time.sleep(interval)
     wall = time.perf_counter() - start
