@@ -5,19 +5,25 @@
 Runs the command, and every ``--interval`` seconds walks its process tree (psutil) and reads
 each process's ``VmHWM`` (the kernel's own peak resident set size, so a short spike between
 two samples is still counted) and its current RSS. Prints one JSON object: the wall time,
-the exit code, each process's peak with its role (``command`` = the process started here;
-``worker`` = a ``multiprocessing`` spawn child of the command, such as a ``LocalCluster``
-worker; ``resource_tracker``; ``other``: anything else, e.g. the short-lived fork a process
-makes to exec ``ldconfig`` or ``uname``, whose copied pages are its parent's), the sum of
-the workers' peaks, and the peak of the summed current RSS of the command, its workers and
-the tracker at any one sample (what the machine held at once; sampled, so a lower
-bound; it counts pages shared between processes, such as the torch libraries, once per
-process; ``--pss-every S`` adds the tree's summed proportional set size, sampled every S
-seconds, which splits them). Growth in a process's last ``--interval`` before it exits is
-missed; the kernel's ``ru_maxrss`` of the command (``largest_process_mb``, what
-``/usr/bin/time -v`` prints as ``Maximum resident set size``) is the exact peak of the
-largest single process of the tree, but not the sum over the workers, hence this script.
-The command's own output goes to stderr, so stdout holds only the JSON.
+the exit code, and for each process its peak, the seconds it was first and last seen, and
+its role:
+
+* ``command``: the process started here;
+* ``worker``: a ``multiprocessing`` spawn child of the command (a ``LocalCluster`` worker);
+* ``resource_tracker``: multiprocessing's helper;
+* ``other``: anything else, e.g. the short-lived fork a process makes to exec ``ldconfig``
+  or ``uname`` (its pages are its parent's until the exec; left out of the totals).
+
+Totals: the sum of the workers' peaks, and the peak of the summed current RSS of the
+command, its workers and the tracker at any one sample (what the machine held at once;
+sampled, so a lower bound; it counts pages shared between processes, such as the torch
+libraries, once per process; ``--pss-every S`` adds their summed proportional set size,
+sampled every S seconds, which splits them). Growth in a process's last ``--interval``
+before it exits is missed; the kernel's ``ru_maxrss`` of the command
+(``largest_process_mb``, what ``/usr/bin/time -v`` prints as ``Maximum resident set
+size``) is the exact peak of the largest single process of the tree, but not the sum over
+the workers, hence this script. The command's own output goes to stderr, so stdout holds
+only the JSON.
 """
 
 from __future__ import annotations
@@ -85,8 +91,10 @@ def measure(command: list[str], interval: float = 0.02,
             procs = []
         total = 0
         for proc in procs:
+            now = round(time.perf_counter() - start, 2)
             info = seen.setdefault(proc.pid, {"pid": proc.pid, "role": "other", "name": "?",
-                                              "peak_mb": 0.0})
+                                              "peak_mb": 0.0, "seen_from_s": now})
+            info["seen_until_s"] = now
             if info["role"] == "other":  # again: a spawned worker is a fork until it execs
                 info["role"] = _role(proc, child.pid)
                 try:
