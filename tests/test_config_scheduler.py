@@ -4,6 +4,7 @@ without."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -209,3 +210,37 @@ def test_run_on_local_worker_processes_equals_one_process(tmp_path):
     pytest.importorskip("dask.distributed")
     one, two = _run_pair(tmp_path, "local:2")
     assert two == one
+
+
+def test_budget_and_scheduler_reach_the_analysis_functions(monkeypatch, tmp_path):
+    """spectral runs under the configured budget (a context setting), attribution gets it
+    as its keyword; both get the stage's scheduler."""
+    import deepprofile.attribution.pipeline as attribution
+    import deepprofile.spectral.pipeline as spectral
+    from deepprofile.attribution.memory import current_budget
+    from deepprofile.config import _run_analysis
+
+    seen = {}
+
+    @functools.wraps(spectral.run_spectral)  # the option check reads the real signature
+    def fake_spectral(model, run_dir, dataset, layers, **kw):
+        seen["spectral"] = (current_budget(), kw["scheduler"], kw["store"])
+        return "spectral result"
+
+    @functools.wraps(attribution.run_attribution)
+    def fake_attribution(model, run_dir, dataset, **kw):
+        seen["attribution"] = (kw["memory_budget"], kw["scheduler"], current_budget())
+        return "attribution result"
+
+    monkeypatch.setattr(spectral, "run_spectral", fake_spectral)
+    monkeypatch.setattr(spectral, "summarize_spectral", str)
+    monkeypatch.setattr(attribution, "run_attribution", fake_attribution)
+    monkeypatch.setattr(attribution, "summarize_attribution", str)
+    config = config_from_dict({**BASE, "scheduler": "tcp://h:1", "memory_budget": "1MiB",
+                               "analyses": {"spectral": {}, "attribution": {}}})
+    for name, options in config.analyses.items():
+        _run_analysis(name, dict(options), None, tmp_path, None, 0, True, lambda _: None)
+    default = current_budget()
+    assert seen["spectral"] == (2**20, "tcp://h:1", None)  # no mean store in tmp_path
+    assert seen["attribution"] == ("1MiB", "tcp://h:1", default)
+    assert current_budget() == default  # the setting ends with the call
