@@ -29,8 +29,9 @@ checkpoint file (the workers load it). ``memory_budget`` (a size such as ``8GB``
 by ``analyses: {attribution: {memory_budget: ...}}``.
 
 ``deepprofile run CONFIG`` executes it (:func:`run_config`); the same file gives the
-same numbers. Unknown keys are errors that list the valid ones; analysis options out of
-range are refused on load, naming the key (``topology.n_points must be ...``).
+same numbers. Unknown keys (analysis options too) are errors on load that list the valid
+ones; analysis options out of range are refused on load, naming the key
+(``topology.n_points must be ...``).
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
                 )
             if options is not None and not isinstance(options, dict):
                 raise ConfigError(f"Options of analysis {name!r} must be a mapping.")
+            if name not in BUDGETED and "memory_budget" in (options or {}):
+                raise ConfigError(f"`{name}.memory_budget`: {name} takes no memory budget; "
+                                  f"{' and '.join(BUDGETED)} do.")
+            _check_option_names(name, options or {})
         values["analyses"] = {k: dict(v or {}) for k, v in analyses.items()}
     if isinstance(values.get("dataset"), str):
         values["dataset"] = {"name": values["dataset"]}
@@ -183,10 +188,6 @@ def _apply_stage_defaults(values: dict[str, Any], capture: dict[str, Any]) -> No
     for name, options in values["analyses"].items():
         _check_scheduler(f"{name}.scheduler", options.get("scheduler"))
         if "memory_budget" in options:
-            if name not in BUDGETED:
-                raise ConfigError(
-                    f"`{name}.memory_budget`: {name} takes no memory budget; "
-                    f"{' and '.join(BUDGETED)} do.")
             _check_budget(f"{name}.memory_budget", options["memory_budget"])
         if scheduler is not None:
             options.setdefault("scheduler", scheduler)
@@ -348,33 +349,52 @@ class _SharedClusters:
         self._stack.close()
 
 
-def _check_options(name: str, func: Any, options: dict[str, Any], fixed: set[str]) -> None:
-    """Refuse options the analysis function does not take, naming the ones it does."""
+def _option_names(name: str) -> list[str]:
+    """The options analysis ``name`` takes in a run configuration: its entry point's
+    keyword-only parameters (topology: also :class:`TopologyAnalysis`'s; spectral: also
+    ``layers`` and ``memory_budget``), less those the run itself sets."""
     import inspect
 
+    if name == "topology":
+        from deepprofile.topology.pipeline import TopologyAnalysis
+        from deepprofile.topology.pipeline import run_topology as func
+
+        extra = {k for k in inspect.signature(TopologyAnalysis).parameters if k != "layers"}
+    elif name == "mapper":
+        from deepprofile.mapper.pipeline import run_mapper as func
+
+        extra = set()
+    elif name == "spectral":
+        from deepprofile.spectral.pipeline import run_spectral as func
+
+        extra = {"layers", "memory_budget"}
+    else:
+        from deepprofile.attribution.pipeline import run_attribution as func
+
+        extra = set()
     params = inspect.signature(func).parameters
-    allowed = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in fixed)
-    _refuse_unknown(options, allowed, f"option {{key}} for analysis {name!r}", "Options")
+    keyword = {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    return sorted((keyword | extra) - {"seed", "quiet", "dataset"})
+
+
+def _check_option_names(name: str, options: dict[str, Any]) -> None:
+    """Refuse options analysis ``name`` does not take, naming the ones it does."""
+    _refuse_unknown(options, _option_names(name), f"option {{key}} for analysis {name!r}",
+                    "Options")
 
 
 def _run_analysis(name: str, options: dict[str, Any], model: Any, run_dir: Path, dataset: Any,
                   seed: int, quiet: bool, echo: Any) -> None:
-    fixed = {"seed", "quiet", "dataset"}
+    _check_option_names(name, options)
     if name == "topology":
-        import inspect
-
-        from deepprofile.topology.pipeline import TopologyAnalysis, run_topology
+        from deepprofile.topology.pipeline import run_topology
         from deepprofile.topology.pipeline import summarize_topology as summarize
 
-        extra = {k for k in inspect.signature(TopologyAnalysis).parameters if k != "layers"}
-        unknown = {k: v for k, v in options.items() if k not in extra}
-        _check_options(name, run_topology, unknown, fixed)
         result = run_topology(run_dir, seed=seed, quiet=quiet, **options)
     elif name == "mapper":
         from deepprofile.mapper.pipeline import run_mapper
         from deepprofile.mapper.pipeline import summarize_mapper as summarize
 
-        _check_options(name, run_mapper, options, fixed)
         result = run_mapper(run_dir, dataset=dataset, seed=seed, quiet=quiet, **options)
     elif name == "spectral":
         from deepprofile.attribution.memory import DEFAULT_BUDGET, memory_budget
@@ -383,7 +403,6 @@ def _run_analysis(name: str, options: dict[str, Any], model: Any, run_dir: Path,
 
         layers = options.pop("layers", None)
         budget = options.pop("memory_budget", DEFAULT_BUDGET)
-        _check_options(name, run_spectral, options, fixed)
         # run_spectral with a scheduler and a dataset reads store.path even when no layer is
         # projected from a store: give it the run's mean store (no full maps, so the
         # projections still come from the dataset, as without a scheduler)
@@ -400,6 +419,5 @@ def _run_analysis(name: str, options: dict[str, Any], model: Any, run_dir: Path,
         from deepprofile.attribution.pipeline import run_attribution
         from deepprofile.attribution.pipeline import summarize_attribution as summarize
 
-        _check_options(name, run_attribution, options, fixed)
         result = run_attribution(model, run_dir, dataset, seed=seed, quiet=quiet, **options)
     echo(summarize(result))

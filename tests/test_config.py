@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -85,10 +86,13 @@ def test_run_from_config(tmp_path):
     assert saved["seed"] == 3 and saved["capture"]["limit"] == 64
     overview = json.loads((run_dir / "run.json").read_text())
     assert overview["n_samples"] == 64
-    bad = load_config(path)
-    bad = config_from_dict({**bad.to_dict(), "analyses": {"mapper": {"intervalz": 3}},
-                            "capture": {"limit": 64, "layers": ["layer3"]}})
+    data = {**load_config(path).to_dict(), "analyses": {"mapper": {"intervalz": 3}},
+            "capture": {"limit": 64, "layers": ["layer3"]}}
     with pytest.raises(ConfigError, match="Did you mean 'intervals'"):
+        config_from_dict(data)  # refused on load, before any capture
+    bad = dataclasses.replace(config_from_dict({**data, "analyses": {}}),
+                              analyses={"mapper": {"intervalz": 3}})
+    with pytest.raises(ConfigError, match="Did you mean 'intervals'"):  # built in Python
         run_config(bad, quiet=True, overwrite=True, echo=lines.append)
 
 

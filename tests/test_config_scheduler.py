@@ -79,6 +79,9 @@ BAD = [
     ({"analyses": {"topology": {"memory_budget": "1GB"}}},
      r"^`topology\.memory_budget`: topology takes no memory budget; spectral and attribution"),
     ({"capture": {"schedular": "local:2"}}, r"Did you mean 'scheduler'"),
+    ({"analyses": {"spectral": {"schedular": "local:2"}}},
+     r"^Unknown option 'schedular' for analysis 'spectral'\. Did you mean 'scheduler'\?"),
+    ({"analyses": {"mapper": {"memory_budget": "1GB"}}}, r"^`mapper\.memory_budget`: mapper takes"),
     ({"sheduler": "local:2"}, r"Did you mean 'scheduler'"),
     ({"memory-budget": "1GB"}, r"Did you mean 'memory_budget'"),
 ]
