@@ -92,7 +92,8 @@ class MapSet(_Sharded):
         from deepprofile.capture.store import clean_leftovers, remove_store
 
         path = store.path / SETS / name
-        (store.path / SETS).mkdir(exist_ok=True)
+        if not (store.path / SETS / "zarr.json").is_file():
+            zarr.open_group(str(store.path / SETS), mode="a")  # the folder of the sets
         clean_leftovers(path)
         identity = canonical({**identity, "store": store.hash, "set": name})
         if path.exists():

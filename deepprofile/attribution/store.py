@@ -15,7 +15,9 @@ Layout::
       shards/<i>           attrs: "meta" (how shard i's maps were made: method parameters)
                            and "digests" (CRC32 of each of its blocks, checked on reading)
       shards_done          (n_shards,) uint8, one file per shard: 1 once committed
-      extra/<name>         maps computed by the command's process (fine-tuned SDE, node maps)
+      sets/<name>/         map sets, sharded the same way: the noisy fine-tuned model's
+                           maps, the mapper nodes' maps (:mod:`deepprofile.attribution.mapsets`)
+      extra/<name>         arrays made by the command's process (the mean map per mapper node)
 
 A shard's flag is set only after its rows and meta are written, so a killed run resumes
 with the pending shards and a finished shard is never recomputed. The settings that
@@ -400,6 +402,9 @@ def read_map(run_dir: str | Path, result: Mapping[str, Any], key: str, *,
                 f"{path} is missing; run `deepprofile attribute` again.")
         return np.load(path, allow_pickle=False)
     store = open_result_store(run, result)
+    where = entry.get("variance_array" if variance else "array")
+    if where:
+        _check_set(store, result, where)
     return store.map_array(key, variance=variance)
 
 
@@ -410,7 +415,21 @@ def read_array(run_dir: str | Path, result: Mapping[str, Any], where: str) -> np
     if where.endswith(".npy"):
         return np.load(run / where, allow_pickle=False)
     store = open_result_store(run, result)
+    _check_set(store, result, where)
     return store.read(where)
+
+
+def _check_set(store: MapStore, result: Mapping[str, Any], where: str) -> None:
+    """A map set's array (``sets/<name>/...``) must come from the set the result was
+    computed with (a later run with other fine-tuning or nodes replaces the set)."""
+    if not where.startswith(f"{SETS}/"):
+        return
+    name = where.split("/")[1]
+    want = ((result.get("files") or {}).get("map_sets") or {}).get(name)
+    if want and store.map_set(name).hash != want:
+        raise CorruptStoreError(
+            f"The map set {name!r} in {store.path} was made with other settings than "
+            "results/attribution.json (a later run?); run `deepprofile attribute` again.")
 
 
 def open_result_store(run_dir: str | Path, result: Mapping[str, Any]) -> MapStore:
