@@ -5,7 +5,8 @@ and boundary IG), measures the noisy networks' accuracy, compares the methods'
 robustness and smoothness, scores the maps' alignment with the data manifold and,
 given a mapper graph's ``node_members``, summarises the maps of each node. The maps are
 computed by shards of images (:mod:`.shards`, optionally as Dask tasks: :mod:`.distributed`)
-into ``RUN_DIR/attribution.zarr`` (:mod:`.store`), resumably; the summary goes to
+into ``RUN_DIR/attribution.zarr`` (:mod:`.store`; the noisy fine-tuned model's maps and
+the node maps in its map sets, :mod:`.mapsets`), resumably; the summary goes to
 ``RUN_DIR/results/attribution.json``.
 """
 
@@ -175,8 +176,13 @@ def run_attribution(
     resumes with the shards not yet done, and a finished one is reused when the map
     settings did not change. ``scheduler`` (``"local:N"``, ``"tcp://HOST:PORT"`` or a
     ``dask.distributed.Client``) computes the shards as Dask tasks, each loading the
-    run's checkpoint itself; the maps are the same as in one process. Everything that
-    needs all images (robustness, alignment, noisy accuracy, nodes) runs here.
+    run's checkpoint itself; the maps are the same as in one process. The noisy
+    fine-tuned model is saved once in ``RUN_DIR/attribution_finetuned.pt`` and reused by
+    a rerun with the same fine-tuning settings (:mod:`deepprofile.attribution.finetuned`);
+    its maps and the maps of the node rows are map sets of the store, sharded the same
+    way (:mod:`deepprofile.attribution.mapsets`). Everything that needs all images
+    (robustness, alignment, noisy accuracy, the fine-tuning itself, the per-node
+    statistics) runs here.
     """
     args = dict(locals())
     from deepprofile.validate import check_options
@@ -324,11 +330,10 @@ def _run_attribution(
                 model, run_path, ft_identity, lambda: _load_images(train_dataset, tr_idx),
                 quiet=quiet)
             timings["finetune_trained"] = float(trained)
-            got_ft = set_maps.fill(
+            ft_path = str((run_path / FINETUNED_FILE).resolve()) if run_path else None
+            got_ft = set_maps.fill(  # workers load the saved weights
                 "finetuned", model_ft, {"finetuned_weights": ft_hash, "finetune": ft_identity},
-                x=x, targets=targets, finetuned={"path": str(
-                    (run_path / FINETUNED_FILE).resolve()) if run_path else None,
-                    "weights_hash": ft_hash})
+                x=x, targets=targets, finetuned={"path": ft_path, "weights_hash": ft_hash})
             timings["finetune_shards_computed"] = float(got_ft["computed"])
             maps.update(got_ft["maps"])
             meta.update(got_ft["meta"])
@@ -797,16 +802,10 @@ def _write(
     if "finetuned" in sets:
         where.update(sets["finetuned"][1])
     methods = {k: dict(v) for k, v in result.methods.items()}
-    for key, res in maps.items():
-        if key in where:
-            methods[key]["array"] = where[key]["array"]
-            if where[key]["variance"]:
-                methods[key]["variance_array"] = where[key]["variance"]
-        else:
-            methods[key]["array"] = store.write_extra(key, res.attributions)
-            if res.variance is not None:
-                methods[key]["variance_array"] = store.write_extra(
-                    f"{key}.variance", res.variance)
+    for key in maps:  # every map is in the store or in one of its map sets
+        methods[key]["array"] = where[key]["array"]
+        if where[key]["variance"]:
+            methods[key]["variance_array"] = where[key]["variance"]
     files: dict[str, Any] = {"store": STORE_NAME, "maps_hash": store.hash, "images": "images"}
     if sets:
         files["map_sets"] = {name: h for name, (h, _) in sorted(sets.items())}
