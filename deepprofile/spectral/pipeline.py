@@ -277,7 +277,7 @@ def _run_spectral(
             for n in stored:
                 projections[n] = project_stored_outputs(
                     svds[n], store.layer(n), store.labels, store.indices, **options)
-        else:  # one task per layer, reading its maps from the store there
+        elif stored:  # one task per layer, reading its maps from the store there
             projections.update(zip(stored, map_layers(
                 _stored_projection_task, [(n, svds[n]) for n in stored], client,
                 str(Path(store.path).resolve()), options), strict=True))

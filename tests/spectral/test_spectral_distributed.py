@@ -122,3 +122,17 @@ def test_one_blas_thread_limits_the_main_thread_and_leaves_threads_alone() -> No
             tb = np.swapaxes(blocks, 1, 2)
             single = np.clip(np.linalg.eigvalsh(blocks @ tb), 0.0, None).reshape(-1)
         np.testing.assert_array_equal(gram_eigenvalues(blocks), single)
+
+
+def test_scheduler_with_a_dataset_and_no_store(tmp_path, address):
+    """Projections from a forward pass only (no store given): nothing is read from a store."""
+    from deepprofile.spectral.pipeline import run_spectral
+
+    model, data = _model(), _data(12)
+    kwargs = dict(layers=["layer1"], seed=3, quiet=True, n_bootstrap=0)
+    run_spectral(model, tmp_path / "ref", data, **kwargs)
+    got = run_spectral(model, tmp_path / "dask", data, scheduler=address, **kwargs)
+    assert all(v.startswith("forward") for v in got.parameters["projection_sources"].values())
+    text = {name: (tmp_path / name / "results" / "spectral.json").read_text()
+            for name in ("ref", "dask")}
+    assert text["dask"] == text["ref"]
