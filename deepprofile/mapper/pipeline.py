@@ -281,7 +281,7 @@ def run_mapper(
     keys = [{"store": store.identity, "store_path": str(store.path), "params": graph_params}
             for _ in chosen]
     with client_for(scheduler) as client:
-        built = saved.map("mapper graphs", _graph_task, chosen, chosen, client,
+        built = saved.map("graphs", _graph_task, chosen, chosen, client,
                           str(store.path), graph_params, keys=keys,
                           decode=MapperGraphResult.from_dict, quiet=quiet)
     graphs: dict[str, MapperGraphResult] = dict(zip(chosen, built, strict=True))

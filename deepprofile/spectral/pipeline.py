@@ -295,7 +295,7 @@ def _run_spectral(
         keys = [{"module": module_digest(modules[n]), "store": identity, "options": options,
                  "budget": budget} if identity else None for n in stored]
         projections.update(zip(stored, saved.map(
-            "projections (stored maps)", _stored_projection_task, stored,
+            "projections-stored", _stored_projection_task, stored,
             [(n, svds[n]) for n in stored], client, store_path, options, keys=keys,
             decode=LayerProjection.from_dict, quiet=quiet), strict=True))
         for n in stored:
@@ -308,7 +308,7 @@ def _run_spectral(
             "batch_size": batch_size, "device": str(device)}
         shapes: dict[str, tuple[int, ...]] = {}
         for n in rest:
-            done = saved.load("projections (forward pass)", n, forward_key, decode=dict)
+            done = saved.load("projections-forward", n, forward_key, decode=dict)
             if done is not None:
                 projections[n] = LayerProjection.from_dict(done["projection"])
                 if done["input_shape"] is not None:
@@ -333,7 +333,7 @@ def _run_spectral(
                 class_names=class_names, input_shapes=found, quiet=quiet,
             )
             done = saved.save_all(
-                "projections (forward pass)", missing,
+                "projections-forward", missing,
                 [{"projection": fresh[n], "input_shape": found.get(n)} for n in missing],
                 [forward_key] * len(missing), decode=dict)
             for n, item in zip(missing, done, strict=True):
@@ -344,7 +344,7 @@ def _run_spectral(
             sources[n] = "forward hooks on the dataset"
         spectra = [n for n in rest if n in shapes and not isinstance(modules[n], nn.Linear)]
         operator.update(zip(spectra, saved.map(
-            "operator spectra", _operator_task, spectra,
+            "operator", _operator_task, spectra,
             [(modules[n], shapes[n]) for n in spectra], client,
             keys=[{"module": module_digest(modules[n]), "input_shape": list(shapes[n])}
                   if saved.enabled else None for n in spectra],

@@ -512,8 +512,9 @@ class WeightSpectrumAnalyzer:
         items = list(zip(names, modules, strict=True))
         keys = [{"module": module_digest(m), "options": options} if saved.enabled else None
                 for m in modules]
-        layers = saved.map(f"weight spectra ({label})", _spectrum_task, names, items, client,
-                           options, keys=keys, decode=LayerSpectrum.from_dict, quiet=self.quiet)
+        stage = "spectra-" + label.replace(" ", "-")  # spectra-trained, spectra-random-init
+        layers = saved.map(stage, _spectrum_task, names, items, client, options, keys=keys,
+                           decode=LayerSpectrum.from_dict, quiet=self.quiet)
         return ModelSpectrum(
             model=type(model).__name__, weights_hash=weights_hash(model),
             layers=tuple(layers), parameters={**self._params(), "weights": label, **extra},
