@@ -226,6 +226,16 @@ class LayerResults:
         return (f"{self.analysis}: reused the layers an interrupted run had finished "
                 f"({', '.join(parts)}).")
 
+    def finish(self, quiet: bool = False) -> None:
+        """Call once the final JSON is written: delete the kept layers and, unless ``quiet``,
+        say on stderr how many were reused."""
+        self.clear()
+        note = self.note()
+        if note and not quiet:
+            import sys
+
+            print(note, file=sys.stderr)
+
     def clear(self) -> None:
         """Delete this analysis's saved layers (after its final result is written)."""
         if self.folder is None:

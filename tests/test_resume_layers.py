@@ -274,3 +274,40 @@ def test_resumed_run_says_so(run, capsys) -> None:
     run_mapper(run, intervals=6, thumbnails=False, merge=False)
     assert "mapper: reused the layers an interrupted run had finished (graphs 1 of 4)" in (
         capsys.readouterr().err)
+
+
+def test_commands_keep_layers_beside_their_output(run, tmp_path, saves) -> None:
+    """`deepprofile topology --out` and `deepprofile spectral -o` resume too: the layers
+    wait in .partial/ beside the output file."""
+    import typer
+    from typer.testing import CliRunner
+
+    from deepprofile.models import save_checkpoint
+    from deepprofile.spectral.cli import register as register_spectral
+    from deepprofile.topology.cli import register as register_topology
+
+    app = typer.Typer()
+    register_topology(app)
+    register_spectral(app)
+    ckpt = save_checkpoint(tmp_path / "m.pt", worker.build_model(), "small_resnet",
+                           {"in_channels": 3, "widths": (4, 8, 8)}, num_classes=4)
+    out = tmp_path / "out"
+    commands = {
+        "topology": ["topology", str(run), "--n-points", "30", "-m", "bottleneck", "--out",
+                     str(out / "topology.json"), "-q"],
+        "spectral": ["spectral", str(ckpt), "--store", str(run / "flat.zarr"), "--layers",
+                     "layer2.branch.3", "-o", str(out / "spectral.json"), "-q"],
+    }
+    crashes = {"topology": ("deepprofile.topology.pipeline", "_persistence_layer"),
+               "spectral": ("deepprofile.spectral.rmt", "_spectrum_task")}
+    for name, args in commands.items():
+        with crash_after(*crashes[name], 1):
+            res = CliRunner().invoke(app, args)
+        assert isinstance(res.exception, Crash), res.output
+        assert len(list((out / PARTIAL_DIR / name).rglob("*.json"))) == 1
+        saves.clear()
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        assert (out / f"{name}.json").is_file() and not (out / PARTIAL_DIR).exists()
+        first = "persistence" if name == "topology" else "spectra-trained"
+        assert sum(f"/{first}/" in s for s in saves) == (3 if name == "topology" else 9)

@@ -337,12 +337,7 @@ def run_mapper(
         graphs=graphs, distances=distances, pages=pages, params=params, provenance=provenance
     )
     rd.write_result(RESULT_NAME, out)
-    saved.clear()
-    note = saved.note()
-    if note and not quiet:
-        import sys
-
-        print(note, file=sys.stderr)
+    saved.finish(quiet)
     return out
 
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from deepprofile.spectral.projection import (
     project_stored_outputs,
 )
 from deepprofile.spectral.rmt import ModelSpectrum, WeightSpectrumAnalyzer
+
+if TYPE_CHECKING:
+    from deepprofile.partial import LayerResults
 
 RESULT_NAME = "spectral"
 
@@ -197,6 +200,7 @@ def run_spectral(
     class_names: Sequence[str] | None = None,
     store: Any = None,
     scheduler: str | None = None,
+    saved: LayerResults | None = None,
 ) -> SpectralResult:
     """SVD + random-matrix figures of every Conv/Linear layer (trained and random init), and,
     with a dataset, projections + class hypergraphs for a few conv layers.
@@ -215,6 +219,13 @@ def run_spectral(
     and random init), each projection from stored full maps and each operator spectrum as
     one Dask task; the forward pass over the dataset stays here (one pass serves every
     layer). The result is identical to one process.
+
+    Each finished layer (weight spectrum, projection, operator spectrum) is kept in
+    ``run_dir/results/.partial/spectral`` until ``spectral.json`` is written, so a killed
+    run resumes with the layers not yet done (see :mod:`deepprofile.partial`). ``saved``
+    (a :class:`~deepprofile.partial.LayerResults`) keeps them elsewhere when the caller
+    writes the result itself (the command line's ``-o``; call its ``finish()`` after
+    writing). The result is the same with or without them.
     """
     from deepprofile.distributed import client_for
     from deepprofile.partial import LayerResults
@@ -224,8 +235,9 @@ def run_spectral(
     check_options("spectral", locals())
     # each finished layer is kept in results/.partial/spectral until spectral.json is
     # written, so a killed run resumes with the layers not yet done
-    saved = LayerResults.in_results(None if run_dir is None else RunDir(run_dir).results_dir,
-                                    RESULT_NAME)
+    if saved is None:
+        saved = LayerResults.in_results(
+            None if run_dir is None else RunDir(run_dir).results_dir, RESULT_NAME)
     with client_for(scheduler) as client:
         result = _run_spectral(
             model, dataset, layers, client=client, seed=seed, quiet=quiet,
@@ -236,12 +248,7 @@ def run_spectral(
             model_info=model_info, class_names=class_names, store=store, saved=saved)
     if run_dir is not None:
         RunDir(run_dir).write_result(RESULT_NAME, result)
-        saved.clear()
-        note = saved.note()
-        if note and not quiet:
-            import sys
-
-            print(note, file=sys.stderr)
+        saved.finish(quiet)
     return result
 
 

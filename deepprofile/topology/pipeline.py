@@ -486,12 +486,7 @@ def run_topology(
     result = analysis.fit(source, saved=saved).result_
     if write:
         write_json(_results_dir(run_dir) / f"{RESULT_NAME}.json", result)
-        saved.clear()
-        note = saved.note()
-        if note and not quiet:
-            import sys
-
-            print(note, file=sys.stderr)
+        saved.finish(quiet)
     return result
 
 
