@@ -116,7 +116,10 @@ def _saved_call(fn: Callable[..., Any], pair: tuple[Slot | None, Any], *args: An
             return text
     text = encode(fn(item, *args))
     if slot is not None:
-        slot.save(text)
+        try:
+            slot.save(text)
+        except OSError:  # a worker that cannot write there: the caller keeps it instead
+            pass
     return text
 
 
@@ -189,7 +192,14 @@ class LayerResults:
         if client is None:
             done = [task(pair, *args) for pair in progress_iter(pairs, stage, quiet=quiet)]
         else:
-            done = map_layers(task, pairs, client, *args)
+            def arrived(j: int, text: str) -> None:
+                # the worker saved it where it sees the run folder; a worker without this
+                # file system (no shared disk) did not: keep it from here as it arrives
+                slot = pairs[j][0]
+                if slot is not None and not Path(slot.path).is_file():
+                    slot.save(text)
+
+            done = map_layers(task, pairs, client, *args, on_result=arrived)
         for i, text in zip(todo, done, strict=True):
             texts[i] = text
         return [decode(json.loads(t)) for t in texts]

@@ -311,3 +311,39 @@ def test_commands_keep_layers_beside_their_output(run, tmp_path, saves) -> None:
         assert (out / f"{name}.json").is_file() and not (out / PARTIAL_DIR).exists()
         first = "persistence" if name == "topology" else "spectra-trained"
         assert sum(f"/{first}/" in s for s in saves) == (3 if name == "topology" else 9)
+
+
+def test_layers_are_kept_by_the_command_when_workers_cannot_write(run, address,
+                                                                  monkeypatch) -> None:
+    """Workers without the run folder's file system (their saves fail here) still leave a
+    resumable run: the command's process keeps each layer as its result arrives."""
+    import threading
+
+    from deepprofile.mapper.pipeline import run_mapper
+    from deepprofile.rundir import RunDir
+
+    expected = _reference(run, "mapper")
+    original = Slot.save
+    by_command: list[str] = []
+
+    def save(self, text):
+        if threading.current_thread() is not threading.main_thread():
+            raise PermissionError(13, "Permission denied", self.path)  # a worker
+        by_command.append(Path(self.path).name.split(".")[0])
+        return original(self, text)
+
+    def crash(self, name, result):
+        raise Crash("killed before mapper.json")
+
+    monkeypatch.setattr(Slot, "save", save)
+    with monkeypatch.context() as patch:
+        patch.setattr(RunDir, "write_result", crash)
+        with pytest.raises(Crash):
+            run_mapper(run, quiet=True, intervals=6, thumbnails=False, merge=False,
+                       scheduler=address)
+    assert sorted(by_command) == ["layer1", "layer2", "layer3", "stem"]
+    by_command.clear()
+    with crash_after("deepprofile.mapper.pipeline", "_graph_task", 0):
+        run_mapper(run, quiet=True, intervals=6, thumbnails=False, merge=False,
+                   scheduler=address)  # every graph is read back, none computed
+    assert by_command == [] and _result(run, "mapper") == expected
