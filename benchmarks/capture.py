@@ -16,8 +16,13 @@ forward pass's. ``--writer both`` measures the background writer thread and inli
 writes side by side (``auto``, the default, is what ``capture_to_store`` picks here).
 ``fixed_parts_ms`` times the capture's fixed steps one by one (median of 5).
 
+``--size`` sets the input resolution (default 64). At ``--size 32`` the forward pass is
+about four times cheaper while a capture writes exactly as much (the layers are
+averaged over space): a stand-in for a faster machine, where the forward pass speeds up
+and the store's file writes need not.
+
     python benchmarks/capture.py [--images 1024] [--batch-size 32] [--repeats 5]
-        [--writer auto|thread|inline|both] [--threads N]
+        [--writer auto|thread|inline|both] [--threads N] [--size 64]
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: torch's default). One thread is steadier on a "
                              "shared machine, where a stalled thread stalls the whole batch")
+    parser.add_argument("--size", type=int, default=64, help="input height and width")
     parser.add_argument("--no-breakdown", action="store_true",
                         help="skip timing the fixed steps one by one")
     args = parser.parse_args()
@@ -100,7 +106,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model("resnet18", num_classes=10).eval()
-    images = torch.randn(args.images, 3, 64, 64)
+    images = torch.randn(args.images, 3, args.size, args.size)
     labels = torch.zeros(args.images, dtype=torch.long)
     dataset = TensorDataset(images, labels)
     extractor = create_feature_extractor(model, {name: name for name in LAYERS} | {"fc": "fc"})
@@ -161,7 +167,7 @@ def main() -> None:
 
     ratios = {name: round(paired(name), 3) for name in captures}
     result = {
-        "benchmark": "capture", "model": "resnet18", "layers": LAYERS, "input": [3, 64, 64],
+        "benchmark": "capture", "model": "resnet18", "layers": LAYERS, "input": [3, args.size, args.size],
         "images": N, "batch_size": args.batch_size, "repeats": args.repeats,
         "threads": torch.get_num_threads(), "cpu_cores": os.cpu_count(),
         "auto_writer": "thread" if background_writes_pay(torch.device("cpu")) else "inline",

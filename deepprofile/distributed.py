@@ -143,7 +143,9 @@ def _capture_distributed(distributed: Any, checkpoint: str | Path,
     from deepprofile.data import dataset_from_spec
     from deepprofile.models import load_model
 
-    probe_device: Any = "cpu"  # where the one probe forward pass runs (workers may have GPUs)
+    # where a real one-image forward would run if the model cannot infer its shapes on the
+    # meta device (prepare_store); workers may have GPUs, the caller need not
+    probe_device: Any = "cpu"
     if model is None:
         model, info = load_model(checkpoint, device="cpu", **load_options)
         model_info = info.to_dict() if model_info is None else model_info

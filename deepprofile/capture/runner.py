@@ -37,7 +37,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from deepprofile.capture.fingerprint import content_fingerprint
-from deepprofile.capture.hooks import ActivationRecorder, BatchCapture, first_tensor
+from deepprofile.capture.hooks import (
+    ActivationRecorder,
+    BatchCapture,
+    first_tensor,
+    register_forward_hooks,
+    remove_hooks,
+)
 from deepprofile.capture.reducers import Reduction, parse_reduction
 from deepprofile.capture.selectors import resolve_layers
 from deepprofile.capture.store import ActivationStore
@@ -162,16 +168,71 @@ def _num_classes(cap: BatchCapture) -> int:
 
 def _probe(model: nn.Module, dataset: Dataset, layers: list[str],
            reductions: dict[str, Reduction], device: torch.device) -> tuple[dict, int]:
-    """Output shape per layer and number of classes, from one forward pass on sample 0."""
+    """Output shape per layer and number of classes, without computing any activation.
+
+    The model runs once on PyTorch's ``meta`` device (shapes propagate, no arithmetic,
+    the weights are neither read nor copied: ``functional_call`` with meta stand-ins);
+    a model that cannot run there (data-dependent control flow, ``.item()`` calls) gets
+    one real forward pass on sample 0 instead.
+    """
     sample = dataset[0]
     image = sample[0] if isinstance(sample, (tuple, list)) else sample
     if not torch.is_tensor(image) or image.ndim < 1:
         raise ShapeError(
             f"The dataset must return (image tensor, label) pairs; got {type(image).__name__}."
         )
+    found = _meta_shapes(model, image, layers, reductions)
+    if found is not None:
+        return found
     with ActivationRecorder(model, layers, reductions, check_finite=False) as rec:
         cap = rec(image.unsqueeze(0).to(device), sample_indices=np.array([0]))
     return dict(rec.output_shapes), _num_classes(cap)
+
+
+def _meta_shapes(model: nn.Module, image: torch.Tensor, layers: list[str],
+                 reductions: dict[str, Reduction]) -> tuple[dict, int] | None:
+    """:func:`_probe` on the meta device; ``None`` when the model cannot run there.
+
+    Reductions are applied too (on meta tensors), so an impossible one (``positions:k``
+    with more positions than the layer has) raises :class:`ShapeError` here as it would
+    on real data. Hooks are removed and the train/eval mode restored whatever happens.
+    """
+    from torch.func import functional_call
+
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            out = first_tensor(output, name)
+            shapes[name] = tuple(out.shape[1:])
+            reductions[name](out, sample_indices=np.array([0]))
+
+        return hook
+
+    stand_ins = {name: torch.empty_like(t, device="meta")
+                 for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    was_training = model.training
+    handles = register_forward_hooks(model, [(name, hook_for(name)) for name in layers])
+    try:
+        model.eval()
+        with torch.no_grad():
+            logits = functional_call(model, stand_ins, (image.unsqueeze(0).to("meta"),))
+    except ShapeError:
+        raise
+    except Exception:  # noqa: BLE001 - any failure on meta: fall back to a real forward
+        return None
+    finally:
+        remove_hooks(handles)
+        model.train(was_training)
+    logits = first_tensor(logits, "<model output>")
+    if logits.ndim != 2:
+        raise ShapeError("The model must return logits of shape (N, num_classes).")
+    missing = [name for name in layers if name not in shapes]
+    if missing:
+        raise RuntimeError(
+            f"Layers {missing} did not run in the forward pass (unused modules?); "
+            "select layers that the model calls.")
+    return shapes, int(logits.shape[1])
 
 
 def prepare_store(
@@ -193,8 +254,9 @@ def prepare_store(
     """Create (or reopen, to resume) the store for a capture; return it and the dataset rows.
 
     For processes that fill chunks elsewhere (:mod:`deepprofile.distributed`), which need
-    the store before any chunk runs: a new store's layer shapes come from one forward
-    pass on one image; an existing store is reopened without one. Fills nothing. A
+    the store before any chunk runs: a new store's layer shapes come from a forward pass
+    on the meta device (shapes only, see :func:`_probe`); an existing store is reopened
+    without one. Fills nothing. A
     store with another configuration raises
     :class:`~deepprofile.errors.StoreMismatchError` unless ``overwrite``.
     """

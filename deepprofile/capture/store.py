@@ -7,14 +7,22 @@ Layout of a store directory::
       layers/<module path>      (N, *reduced shape) float32, one chunk = ``chunk_size`` samples
       labels, predictions, indices   (N,) int64
       logits                    (N, num_classes) float32
-      digests/<array key>       (n_chunks,) uint32: CRC32 of each finished chunk
-      chunks_done               (n_chunks,) uint8, one file per chunk: 1 once committed
+      commits                   (n_chunks, K + 1) uint32, one file per chunk: the CRC32 of
+                                the chunk in each of the K arrays above (in
+                                ``array_keys()`` order), then 1 once the chunk is committed
 
-Writes stream chunk by chunk; a chunk's ``chunks_done`` flag is set only after its
-arrays and digests are on disk, so an interrupted capture resumes with the
-chunks not yet done and ends with the same arrays as an uninterrupted one.
-Chunks are independent (flags live in separate files), so several workers may
-fill different chunks of one store at once (see :mod:`deepprofile.distributed`).
+Writes stream chunk by chunk; a chunk's commit record (its digests and done flag, one
+file written atomically) is written only after its arrays are on disk, so an
+interrupted capture resumes with the chunks not yet done and ends with the same arrays
+as an uninterrupted one. Chunks are independent (records live in separate files), so
+several workers may fill different chunks of one store at once (see
+:mod:`deepprofile.distributed`).
+
+Store format 2 (this layout) writes one file per array and chunk plus one commit
+record, where format 1 wrote a digest file per array and a separate flag (17 files per
+chunk of a 4-layer store instead of 9, and 26 arrays to create instead of 10). Format 1
+stores stay readable (``digests/<array key>`` and ``chunks_done``), and their
+fingerprints are computed the same way; an unfinished format 1 store is not resumed.
 Reads check completeness and digests, so a truncated or
 damaged store raises :class:`~deepprofile.errors.CorruptStoreError` instead of
 returning fill values; so does any damage to the store's format (unreadable
@@ -57,7 +65,9 @@ from deepprofile.errors import (
 from deepprofile.locking import pid_alive
 from deepprofile.testhooks import kill_point
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_FORMATS = (1, 2)
+_COMMITS = "commits"
 _META = "deepprofile"
 _SIDE_ARRAYS = ("labels", "predictions", "indices", "logits")
 _CAPTURE_METADATA = ("model", "weights_hash", "dataset", "class_names")  # written by capture
@@ -160,10 +170,10 @@ def _check_meta(meta: Any, path: Path) -> None:
 
     if not isinstance(meta, dict) or not meta:
         raise bad("empty or not an object")
-    if meta.get("format") != FORMAT_VERSION:
+    if meta.get("format") not in _READABLE_FORMATS:
         raise CorruptStoreError(
             f"Store {path} has format {meta.get('format')!r}; this deepprofile reads "
-            f"format {FORMAT_VERSION}. Capture again with this version."
+            f"formats {', '.join(map(str, _READABLE_FORMATS))}. Capture again with this version."
         )
     for key in ("n_samples", "num_classes", "chunk_size"):
         value = meta.get(key)
@@ -197,6 +207,9 @@ class ActivationStore:
         self._verified: set[str] = set()
         self._layout_checked = False
         self._writable: dict[str, Any] = {}  # key -> zarr AsyncArray, opened once for writing
+        self._complete_commits: np.ndarray | None = None  # a finished store's, read once
+        # chunk id -> (digests, correct predictions) of the chunks this object wrote
+        self._session: dict[int, tuple[np.ndarray, int]] = {}
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -240,22 +253,16 @@ class ActivationStore:
         arrays += [(key, (), "int64", -1) for key in ("labels", "predictions", "indices")]
         arrays.append(("logits", (num_classes,), "float32", np.nan))
 
-        def make(key: str, shape: tuple[int, ...], dtype: str, fill: Any) -> list[Any]:
-            return [
-                root.create_array(key, shape=(n_samples, *shape), chunks=(chunk_size, *shape),
-                                  dtype=dtype, fill_value=fill, compressors=compressor),
-                root.create_array(f"digests/{key}", shape=(n_chunks,), chunks=(1,),
-                                  dtype="uint32", fill_value=0),
-            ]
-
         async def build() -> None:
-            # parent groups first, then every array at once (one file each, written concurrently)
-            for parent in ("layers", "digests", "digests/layers"):
-                await root.create_group(parent)
+            # the parent group first, then every array at once (one file each, concurrently)
+            await root.create_group("layers")
             await asyncio.gather(
-                root.create_array("chunks_done", shape=(n_chunks,), chunks=(1,), dtype="uint8",
-                                  fill_value=0),
-                *(job for spec in arrays for job in make(*spec)))
+                root.create_array(_COMMITS, shape=(n_chunks, len(arrays) + 1),
+                                  chunks=(1, len(arrays) + 1), dtype="uint32", fill_value=0,
+                                  compressors=compressor),
+                *(root.create_array(key, shape=(n_samples, *shape), chunks=(chunk_size, *shape),
+                                    dtype=dtype, fill_value=fill, compressors=compressor)
+                  for key, shape, dtype, fill in arrays))
 
         sync(build())
         group.attrs[_META] = {
@@ -295,6 +302,12 @@ class ActivationStore:
                 f"({'; '.join(diff)}). Use another path, or overwrite it "
                 "(--overwrite / overwrite=True)."
             )
+        if store.format != FORMAT_VERSION and not store.is_complete:
+            raise StoreMismatchError(
+                f"The store at {path} is unfinished and was written by an older deepprofile "
+                f"(store format {store.format}; this version writes format {FORMAT_VERSION}). "
+                "Capture again with --overwrite."
+            )
         return store
 
     @classmethod
@@ -331,6 +344,11 @@ class ActivationStore:
         return self._meta["config"]
 
     @property
+    def format(self) -> int:
+        """The store format (see the module docstring): 2 for stores written now."""
+        return int(self._meta["format"])
+
+    @property
     def metadata(self) -> dict[str, Any]:
         """Provenance: model, weights hash, dataset, class names, package versions."""
         return self._meta["metadata"]
@@ -362,25 +380,46 @@ class ActivationStore:
 
     def done_chunks(self) -> np.ndarray:
         """Boolean flag per chunk: committed (arrays and digests written)."""
-        with _format_guard(self.path, "chunks_done"):
-            flags = self._group["chunks_done"][...]
-            if flags.shape != (self.n_chunks,):
-                raise CorruptStoreError(
-                    f"The activation store at {self.path} is damaged (chunks_done has shape "
-                    f"{flags.shape}, expected ({self.n_chunks},)). Capture again with --overwrite."
-                )
-        return flags.astype(bool)
+        if self.format == 1:
+            return self._read_v1("chunks_done").astype(bool)
+        flags = self._commits()[:, -1]
+        if not np.isin(flags, (0, 1)).all():
+            raise CorruptStoreError(
+                f"The activation store at {self.path} is damaged (a commit record's done flag "
+                "is neither 0 nor 1). Capture again with --overwrite.")
+        return flags == 1
+
+    def _commits(self) -> np.ndarray:
+        """The commit records, ``(n_chunks, K + 1)``: digests per array key, then the flag.
+
+        A finished store's records are read once per object (they no longer change)."""
+        if self._complete_commits is not None:
+            return self._complete_commits
+        with _format_guard(self.path, _COMMITS):
+            rows = self._group[_COMMITS][...]
+        expected = (self.n_chunks, len(self.array_keys()) + 1)
+        if rows.shape != expected:
+            raise CorruptStoreError(
+                f"The activation store at {self.path} is damaged ({_COMMITS} has shape "
+                f"{rows.shape}, expected {expected}). Capture again with --overwrite.")
+        if (rows[:, -1] == 1).all():
+            self._complete_commits = rows
+        return rows
+
+    def _read_v1(self, key: str) -> np.ndarray:
+        """A format 1 bookkeeping array (``chunks_done``, ``digests/<key>``), shape checked."""
+        with _format_guard(self.path, key):
+            data = self._group[key][...]
+        if data.shape != (self.n_chunks,):
+            raise CorruptStoreError(
+                f"The activation store at {self.path} is damaged ({key} has shape "
+                f"{data.shape}, expected ({self.n_chunks},)). Capture again with --overwrite.")
+        return data
 
     def _digests(self, key: str) -> np.ndarray:
-        with _format_guard(self.path, f"digests of {key!r}"):
-            digests = self._group[f"digests/{key}"][...]
-        if digests.shape != (self.n_chunks,):
-            raise CorruptStoreError(
-                f"The activation store at {self.path} is damaged (digests of {key!r} have "
-                f"shape {digests.shape}, expected ({self.n_chunks},)). Capture again with "
-                "--overwrite."
-            )
-        return digests
+        if self.format == 1:
+            return self._read_v1(f"digests/{key}")
+        return self._commits()[:, self.array_keys().index(key)]
 
     def array_keys(self) -> list[str]:
         """Every data array of the store: layers first, then labels, predictions, ..."""
@@ -422,6 +461,9 @@ class ActivationStore:
     def _all_digests(self) -> dict[str, np.ndarray]:
         """The digests of every array, read in one round trip (shapes checked)."""
         keys = self.array_keys()
+        if self.format != 1:
+            rows = self._commits()
+            return {key: rows[:, j] for j, key in enumerate(keys)}
         root = self._group._async_group
 
         async def read(key: str) -> np.ndarray:
@@ -504,8 +546,18 @@ class ActivationStore:
         """Record accuracy and fingerprint once every chunk is committed.
 
         Reads the digests, predictions and labels once, concurrently; the side arrays are
-        checked against their digests like any read.
+        checked against their digests like any read. When this object wrote every chunk
+        itself (a capture in one process), the digests and the number of correct
+        predictions it kept while writing are used instead: nothing is read back.
         """
+        if len(self._session) == self.n_chunks:
+            ids = range(self.n_chunks)
+            rows = np.stack([self._session[i][0] for i in ids])
+            correct = sum(self._session[i][1] for i in ids)
+            digests = {key: rows[:, j] for j, key in enumerate(self.array_keys())}
+            self.set_metadata(accuracy=correct / self.n_samples,
+                              fingerprint=self._fingerprint_of(digests))
+            return
         self._read_guard()
         digests = self._all_digests()
         root = self._group._async_group
@@ -583,30 +635,46 @@ class ActivationStore:
             if block.shape[1:] != arr.shape[1:]:
                 raise ValueError(f"{key}: block shape {block.shape[1:]} != store {arr.shape[1:]}")
             blocks[key] = block
-        # every array and digest of the chunk at once, then (only then) the done flag
+        record = np.array([_digest(blocks[key]) for key in self.array_keys()] + [1],
+                          dtype=np.uint32)
+
+        # every array of the chunk at once, then (only then) its commit record
         async def write() -> None:
             results = await asyncio.gather(
                 *(handles[key].setitem(slice(start, start + n), block)
-                  for key, block in blocks.items()),
-                *(handles[f"digests/{key}"].setitem(chunk_id, _digest(block))
                   for key, block in blocks.items()),
                 return_exceptions=True)
             for result in results:  # all settled: nothing still writes when this raises
                 if isinstance(result, BaseException):
                     raise result
-            await handles["chunks_done"].setitem(chunk_id, 1)  # only once all is written
+            await handles[_COMMITS].setitem((chunk_id, slice(None)), record)
 
         sync(write())
+        self._session[chunk_id] = (
+            record[:-1], int((blocks["predictions"] == blocks["labels"]).sum()))
 
     def _write_handles(self) -> dict[str, Any]:
         """Zarr arrays of every data and digest array, opened once per store object."""
+        if self.format != FORMAT_VERSION:
+            raise StoreMismatchError(
+                f"The store at {self.path} was written by an older deepprofile (store format "
+                f"{self.format}); this version writes format {FORMAT_VERSION} only. Capture "
+                "again with --overwrite.")
         if not self._writable:
-            keys = self.array_keys()
-            keys += [f"digests/{key}" for key in keys] + ["chunks_done"]
+            keys = self.array_keys() + [_COMMITS]
             root = self._group._async_group
             found = _gather(self.path, [(f"array {key!r}", root.getitem(key)) for key in keys])
             self._writable = dict(zip(keys, found, strict=True))
         return self._writable
+
+    def raw_arrays(self) -> dict[str, bytes]:
+        """Every array of the store, bookkeeping included, as bytes: two captures are
+        byte-identical when these are equal (resumed vs uninterrupted, Dask vs one process)."""
+        keys = self.array_keys()
+        keys += ["chunks_done", *(f"digests/{k}" for k in keys)] if self.format == 1 else [
+            _COMMITS]
+        with _format_guard(self.path, "arrays"):
+            return {k: np.ascontiguousarray(self._group[k][...]).tobytes() for k in keys}
 
     def set_metadata(self, **values: Any) -> None:
         """Add or update provenance entries (e.g. accuracy after capture)."""

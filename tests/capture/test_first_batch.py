@@ -3,7 +3,6 @@ background writes giving identical stores (issue 17, capture overhead)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -25,9 +24,13 @@ class Counting(nn.Module):
         super().__init__()
         self.net = net
         self.calls: list[int] = []
+        self.meta_calls = 0
         self.fail_at = fail_at
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "meta":  # shape inference: no activation computed
+            self.meta_calls += 1
+            return self.net(x)
         self.calls.append(len(x))
         if self.fail_at is not None and len(self.calls) == self.fail_at:
             self.net.conv1(x)  # the hooked layer runs, then the forward fails
@@ -46,8 +49,7 @@ def _capture(model, dataset, path, **kw):
 
 
 def _contents(store: ActivationStore) -> dict[str, bytes]:
-    keys = store.array_keys() + ["chunks_done"] + [f"digests/{k}" for k in store.array_keys()]
-    return {k: np.ascontiguousarray(store._group[k][...]).tobytes() for k in keys}
+    return store.raw_arrays()
 
 
 def test_new_capture_runs_each_image_once(tiny_net, tiny_dataset, tmp_path, one_torch_thread):
@@ -106,11 +108,15 @@ def test_inline_and_background_writes_give_identical_stores(tiny_net, tiny_datas
 
 def test_fill_chunks_fills_a_prepared_store_like_one_capture(tiny_net, tiny_dataset, tmp_path,
                                                              one_torch_thread):
-    """The API the distributed capture uses: prepare (probe once), fill chunks anywhere."""
+    """The API the distributed capture uses: prepare (shapes from the meta device, no real
+    forward pass), fill chunks anywhere."""
     reds = {prefix: REDS[prefix.split(".")[-1]] for prefix in _layers()}
-    model = Counting(tiny_net)
+    model = Counting(tiny_net).train()
     store, rows = prepare_store(model, tiny_dataset, _layers(), tmp_path / "p.zarr",
                                 reductions=reds, batch_size=8, chunk_size=16, seed=3)
+    assert model.calls == [] and model.meta_calls == 1
+    assert hook_count(model) == 0 and model.training  # mode restored
+    assert all(p.device.type == "cpu" for p in model.state_dict().values())
     for chunks in ([2, 0], [3, 1]):
         fill_chunks(model, tiny_dataset, store, rows, chunks, batch_size=8,
                     background_writes=False)
@@ -166,3 +172,41 @@ def test_model_without_2d_logits_is_a_shape_error(tiny_net, tiny_dataset, tmp_pa
     with pytest.raises(ShapeError, match="logits of shape"):
         capture_to_store(model, tiny_dataset, ["net.conv1"], tmp_path / "s.zarr", quiet=True)
     assert not (tmp_path / "s.zarr").exists() and hook_count(model) == 0
+
+
+class ItemCalling(nn.Module):
+    """Data-dependent control flow (``.item()``): cannot run on the meta device."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.real_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 if x.abs().max().item() >= 0 else 2.0
+        self.real_calls += 1
+        return self.net(x) * scale
+
+
+def test_prepare_store_falls_back_to_one_real_image(tiny_net, tiny_dataset, tmp_path,
+                                                    one_torch_thread):
+    reds = {prefix: REDS[prefix.split(".")[-1]] for prefix in _layers()}
+    model = ItemCalling(tiny_net).train()
+    store, rows = prepare_store(model, tiny_dataset, _layers(), tmp_path / "p.zarr",
+                                reductions=reds, batch_size=8, chunk_size=16, seed=3)
+    assert model.real_calls == 1 and hook_count(model) == 0 and model.training
+    fill_chunks(model, tiny_dataset, store, rows, range(store.n_chunks), batch_size=8,
+                background_writes=False)
+    store.finalize()
+    ref = _capture(Counting(tiny_net), tiny_dataset, tmp_path / "ref.zarr")
+    assert _contents(store) == _contents(ref)
+
+
+def test_prepare_store_refuses_impossible_reduction_before_writing(tiny_net, tiny_dataset,
+                                                                  tmp_path):
+    model = Counting(tiny_net)
+    with pytest.raises(ShapeError, match="positions:99"):
+        prepare_store(model, tiny_dataset, ["net.conv1"], tmp_path / "p.zarr",
+                      reductions="positions:99")
+    assert not (tmp_path / "p.zarr").exists() and hook_count(model) == 0
+    assert model.calls == []

@@ -74,10 +74,20 @@ def _flip(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _set_digest(path: Path, chunk_id: int, key: str) -> None:
+    """Rewrite one digest in a commit record (a valid file, a wrong checksum)."""
+    import zarr
+
+    store = ActivationStore.open(path)
+    column = store.array_keys().index(key)
+    commits = zarr.open_array(str(path / "commits"), mode="r+")
+    commits[chunk_id, column] = commits[chunk_id, column] ^ 1
+
+
 # each damage, and the first read that meets it (as an analysis would)
 DAMAGES = {
-    "flip chunks_done": lambda path: ActivationStore.open(path).is_complete,
-    "chunks_done deleted": lambda path: ActivationStore.open(path).is_complete,
+    "flip commit record": lambda path: ActivationStore.open(path).is_complete,
+    "commits deleted": lambda path: ActivationStore.open(path).is_complete,
     "flip digests": lambda path: capture_stats(ActivationStore.open(path)),
     "indices chunk": lambda path: ActivationStore.open(path, verify=False).indices,
     "n_samples text": ActivationStore.open,
@@ -92,14 +102,14 @@ def test_store_format_errors_are_corrupt_store_errors(tiny_net, tiny_dataset, tm
     path = tmp_path / "run" / "activations.zarr"
     _run(tiny_net, tiny_dataset, tmp_path / "run")
     attrs = path / "zarr.json"
-    if damage == "flip chunks_done":
-        _flip(path / "chunks_done" / "c" / "1")
-    elif damage == "chunks_done deleted":
+    if damage == "flip commit record":
+        _flip(path / "commits" / "c" / "1" / "0")
+    elif damage == "commits deleted":
         import shutil
 
-        shutil.rmtree(path / "chunks_done")
+        shutil.rmtree(path / "commits")
     elif damage == "flip digests":
-        _flip(path / "digests" / "layers" / "conv2" / "c" / "0")
+        _set_digest(path, 0, "layers/conv2")
     elif damage == "indices chunk":
         (path / "indices" / "c" / "0").unlink()
     elif damage == "n_samples text":
