@@ -347,3 +347,31 @@ def test_layers_are_kept_by_the_command_when_workers_cannot_write(run, address,
         run_mapper(run, quiet=True, intervals=6, thumbnails=False, merge=False,
                    scheduler=address)  # every graph is read back, none computed
     assert by_command == [] and _result(run, "mapper") == expected
+
+
+@pytest.mark.slow  # starts two worker processes that import torch: 15-30 s here
+def test_worker_killed_after_saving_its_layer(run, tmp_path) -> None:
+    """A worker process SIGKILLed right after writing its layer's file: Dask retries the
+    task, which finds the file; mapper.json equals one process's."""
+    distributed = pytest.importorskip("dask.distributed")
+    from deepprofile.mapper.pipeline import run_mapper
+
+    expected = _reference(run, "mapper")
+    marker = tmp_path / "killed"
+    patch = pytest.MonkeyPatch()
+    patch.setenv(ENV_ONCE, f"layer-saved:{marker}")  # inherited by the workers only
+    patch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            client.wait_for_workers(2, timeout=120)
+            pids = set(client.run(os.getpid).values())
+            patch.delenv(ENV_ONCE)  # this process saves no layer, but stays safe
+            run_mapper(run, quiet=True, intervals=6, thumbnails=False, merge=False,
+                       scheduler=cluster.scheduler_address)
+            assert marker.exists() and int(marker.read_text()) in pids
+    finally:
+        patch.undo()
+    assert _result(run, "mapper") == expected
+    assert not (run / "results" / PARTIAL_DIR).exists()
