@@ -167,7 +167,8 @@ def main() -> None:
 
     ratios = {name: round(paired(name), 3) for name in captures}
     result = {
-        "benchmark": "capture", "model": "resnet18", "layers": LAYERS, "input": [3, args.size, args.size],
+        "benchmark": "capture", "model": "resnet18", "layers": LAYERS,
+        "input": [3, args.size, args.size],
         "images": N, "batch_size": args.batch_size, "repeats": args.repeats,
         "threads": torch.get_num_threads(), "cpu_cores": os.cpu_count(),
         "auto_writer": "thread" if background_writes_pay(torch.device("cpu")) else "inline",

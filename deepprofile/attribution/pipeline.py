@@ -5,13 +5,15 @@ and boundary IG), measures the noisy networks' accuracy, compares the methods'
 robustness and smoothness, scores the maps' alignment with the data manifold and,
 given a mapper graph's ``node_members``, summarises the maps of each node. The maps are
 computed by shards of images (:mod:`.shards`, optionally as Dask tasks: :mod:`.distributed`)
-into ``RUN_DIR/attribution.zarr`` (:mod:`.store`), resumably; the summary goes to
+into ``RUN_DIR/attribution.zarr`` (:mod:`.store`; the noisy fine-tuned model's maps and
+the node maps in its map sets, :mod:`.mapsets`), resumably; the summary goes to
 ``RUN_DIR/results/attribution.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,8 +176,13 @@ def run_attribution(
     resumes with the shards not yet done, and a finished one is reused when the map
     settings did not change. ``scheduler`` (``"local:N"``, ``"tcp://HOST:PORT"`` or a
     ``dask.distributed.Client``) computes the shards as Dask tasks, each loading the
-    run's checkpoint itself; the maps are the same as in one process. Everything that
-    needs all images (robustness, alignment, noisy accuracy, nodes) runs here.
+    run's checkpoint itself; the maps are the same as in one process. The noisy
+    fine-tuned model is saved once in ``RUN_DIR/attribution_finetuned.pt`` and reused by
+    a rerun with the same fine-tuning settings (:mod:`deepprofile.attribution.finetuned`);
+    its maps and the maps of the node rows are map sets of the store, sharded the same
+    way (:mod:`deepprofile.attribution.mapsets`). Everything that needs all images
+    (robustness, alignment, noisy accuracy, the fine-tuning itself, the per-node
+    statistics) runs here.
     """
     args = dict(locals())
     from deepprofile.validate import check_options
@@ -205,19 +212,16 @@ def _run_attribution(
     memory_budget: Any, scheduler: Any, shard_size: int,
 ) -> AttributionResult:
     from deepprofile.attribution.boundary import big_attribute
+    from deepprofile.attribution.finetuned import FILE_NAME as FINETUNED_FILE
+    from deepprofile.attribution.finetuned import finetune_identity, load_or_finetune
     from deepprofile.attribution.manifold import (
         manifold_alignment,
         node_attribution_stats,
         select_node_rows,
     )
     from deepprofile.attribution.robustness import robustness_table, total_variation
-    from deepprofile.attribution.sde import (
-        noisy_accuracy,
-        noisy_finetune,
-        residual_sites,
-        sde_attribute,
-    )
-    from deepprofile.attribution.shards import BIG_EPS, MapSettings, map_meta
+    from deepprofile.attribution.sde import noisy_accuracy, residual_sites, sde_attribute
+    from deepprofile.attribution.shards import BIG_EPS, MapSettings
     from deepprofile.progress import StageLog, progress_bar
     from deepprofile.provenance import now_iso, package_versions, weights_hash
 
@@ -267,7 +271,8 @@ def _run_attribution(
         finetune_steps=finetune_steps, boundary=boundary, alignment=alignment,
         nodes=bool(node_members), n_shards=n_shards)
     log = StageLog("attribution", stages, quiet=quiet)
-    with progress_bar(quiet) as progress:
+    with contextlib.ExitStack() as stack, progress_bar(quiet) as progress:
+        dask = _Dask(scheduler, stack)
         task = progress.add_task("attribution", total=len(stages))
 
         def step(name: str, t0: float | None) -> None:
@@ -278,7 +283,7 @@ def _run_attribution(
 
         # -- every per-image map, by shard (resumable, optionally on Dask) -----------------
         t0 = time.perf_counter()
-        got = _shard_maps(model, run_path, x, ds_idx, labels, settings, shard_size, scheduler,
+        got = _shard_maps(model, run_path, x, ds_idx, labels, settings, shard_size, dask,
                           model_info, on_shard=lambda i: step(f"maps_{i}", None))
         timings["maps"] = round(time.perf_counter() - t0, 3)
         timings["shards_computed"] = float(got["computed"])
@@ -295,10 +300,8 @@ def _run_attribution(
             maps.pop("big", None)  # with no boundary at all BIG would only repeat IG
             meta.pop("big", None)
 
-        def keep(key: str, label: str, res: Any) -> None:
-            maps[key] = _Maps(res.attributions, res.variance)
-            meta[key] = map_meta(label, res)
-
+        set_maps = _SetMaps(model, run_path, mstore, settings, shard_size, dask,
+                            _source(run_path, model, model_info) if run_path else {})
         sigma0_equal = got["sigma0_equal"] if sde_ok and 0 in settings.sigmas else None
 
         t0 = time.perf_counter()
@@ -320,15 +323,20 @@ def _run_attribution(
             ft_sigma = float(
                 finetune_sigma if finetune_sigma is not None else max(sig_pos or [0.1]))
             tr_idx = _evenly(len(train_dataset), 2048)
-            x_tr, y_tr = _load_images(train_dataset, tr_idx)
-            model_ft, losses = noisy_finetune(
-                model, x_tr, y_tr, sigma=ft_sigma, steps=finetune_steps, mode=noise_mode,
-                seed=seed, quiet=quiet)
-            for sigma in sig_pos:
-                res = sde_attribute(model_ft, x, sigma=sigma, n_draws=n_draws, mode=noise_mode,
-                                    seed=seed, method=base, target=targets, **method_kw)
-                keep(f"sde_{short}_ft:{sigma:g}",
-                     f"SDE-{short} σ={sigma:g} (noisy fine-tuned)", res)
+            ft_identity = finetune_identity(
+                model, sigma=ft_sigma, steps=finetune_steps, mode=noise_mode, seed=seed,
+                train_spec=_spec(train_dataset), train_indices=tr_idx)
+            model_ft, losses, ft_hash, trained = load_or_finetune(
+                model, run_path, ft_identity, lambda: _load_images(train_dataset, tr_idx),
+                quiet=quiet)
+            timings["finetune_trained"] = float(trained)
+            ft_path = str((run_path / FINETUNED_FILE).resolve()) if run_path else None
+            got_ft = set_maps.fill(  # workers load the saved weights
+                "finetuned", model_ft, {"finetuned_weights": ft_hash, "finetune": ft_identity},
+                x=x, targets=targets, finetuned={"path": ft_path, "weights_hash": ft_hash})
+            timings["finetune_shards_computed"] = float(got_ft["computed"])
+            maps.update(got_ft["maps"])
+            meta.update(got_ft["meta"])
             finetune = {
                 "sigma": ft_sigma, "steps": finetune_steps, "mode": noise_mode,
                 "loss_first": losses[0] if losses else None,
@@ -425,8 +433,12 @@ def _run_attribution(
                     f"Node members {bad[:5].tolist()} are not rows of the store ({n_rows} rows)."
                 )
             node_x, _ = _load_images(dataset, np.asarray(store.indices)[node_rows])
-            node_maps = attribute(model, node_x, method=base, target="prediction", seed=seed,
-                                  **method_kw)
+            got_nodes = set_maps.fill("nodes", model, {
+                "rows": hashlib.sha256(node_rows.astype(np.int64).tobytes()).hexdigest(),
+                "images": hashlib.sha256(node_x.numpy().astype(np.float32).tobytes()
+                                         ).hexdigest()}, x=node_x, rows=node_rows)
+            timings["node_shards_computed"] = float(got_nodes["computed"])
+            node_maps = got_nodes["maps"][short]
             al_nodes = manifold_alignment(
                 node_x.numpy(), node_maps.attributions, ref_x.numpy(), method=short,
                 n_neighbors=n_nb, dim=dim, seed=seed).alignments
@@ -512,7 +524,7 @@ def _run_attribution(
         provenance={"date": now_iso(), "versions": package_versions()},
     )
     if run_path is not None:
-        result = _write(result, run_path, mstore, maps, node_full_maps)
+        result = _write(result, run_path, mstore, maps, node_full_maps, set_maps.written)
     return result
 
 
@@ -525,6 +537,86 @@ class _Maps:
 
     def saliency(self) -> np.ndarray:
         return saliency_maps(self.attributions)
+
+
+class _Dask:
+    """The run's Dask client for ``scheduler`` (an address or a client), connected on
+    first use and closed with ``stack``; false when there is no scheduler."""
+
+    def __init__(self, scheduler: Any, stack: contextlib.ExitStack) -> None:
+        self.scheduler = scheduler
+        self._stack = stack
+        self._client = None
+
+    def __bool__(self) -> bool:
+        return self.scheduler is not None
+
+    def client(self) -> Any:
+        if self._client is None:
+            if isinstance(self.scheduler, str):
+                from deepprofile.distributed import client_for
+
+                self._client = self._stack.enter_context(client_for(self.scheduler))
+            else:
+                self._client = self.scheduler
+        return self._client
+
+
+class _SetMaps:
+    """Fills the map sets of a run (:mod:`deepprofile.attribution.mapsets`) shard by shard,
+    in the store (resumable, on Dask with a scheduler) or, without a run folder, in memory."""
+
+    def __init__(self, model: nn.Module, run_path: Path | None, store: Any, settings: Any,
+                 shard_size: int, dask: _Dask, source: Mapping[str, Any]) -> None:
+        self.model, self.run_path, self.store = model, run_path, store
+        self.settings, self.shard_size, self.dask, self.source = (
+            settings, shard_size, dask, dict(source))
+        #: set name -> (hash, key -> array names) of the sets filled in this run
+        self.written: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def fill(self, kind: str, model: nn.Module, identity: Mapping[str, Any], *,
+             x: torch.Tensor, rows: np.ndarray | None = None,
+             targets: torch.Tensor | None = None,
+             finetuned: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Maps (key -> :class:`_Maps`), their meta and the number of shards computed of
+        the set ``kind`` (``finetuned``: ``model`` is the fine-tuned model and ``x`` the
+        store's images; ``nodes``: ``x`` the images of the store ``rows``)."""
+        from deepprofile.attribution.distributed import fill_dask, fill_set_local
+        from deepprofile.attribution.mapsets import MapSet
+        from deepprofile.attribution.shards import (
+            compute_set_shard,
+            set_labels,
+            set_spec,
+            set_variance_keys,
+        )
+
+        spec = set_spec(kind, self.settings)
+        keys = list(set_labels(kind, self.settings))
+        var_keys = set_variance_keys(kind, self.settings)
+        budget = current_budget()
+        if self.store is None:  # no run folder: the same shards, in memory
+            outs = [compute_set_shard(model, x[a : a + self.shard_size], spec, a,
+                                      None if targets is None else targets[a : a + self.shard_size])
+                    for a in range(0, len(x), self.shard_size)]
+            cat = lambda k, part: np.concatenate([o[part][k] for o in outs])  # noqa: E731
+            return {"maps": {k: _Maps(cat(k, "maps"), cat(k, "variance") if k in var_keys
+                                      else None) for k in keys},
+                    "meta": dict(outs[0]["meta"]["methods"]), "computed": len(outs)}
+        own = kind != "finetuned"
+        mset = MapSet.open_or_create(
+            self.store, kind, identity, spec=spec,
+            map_shapes={k: tuple(x.shape[1:]) for k in keys}, variance_keys=var_keys,
+            images=x.numpy() if own else None, rows=rows if own else None)
+        if not self.dask:
+            computed = fill_set_local(model, mset, budget)
+        else:
+            source = {**self.source, **({"finetuned": dict(finetuned)} if finetuned else {})}
+            computed = fill_dask(self.dask.client(), mset, None, budget, source,
+                                 self.store.identity["weights_hash"])
+        self.written[kind] = (mset.hash, dict(mset.meta["maps"]))
+        return {"maps": {k: _Maps(mset.map_array(k), mset.map_array(k, variance=True)
+                                  if k in var_keys else None) for k in keys},
+                "meta": dict(mset.shard_meta()["methods"]), "computed": len(computed)}
 
 
 def _source(run_path: Path, model: nn.Module, model_info: Mapping[str, Any] | None
@@ -553,7 +645,7 @@ def _identity(model: nn.Module, settings: Any, ds_idx: np.ndarray, x: torch.Tens
 
 
 def _shard_maps(model: nn.Module, run_path: Path | None, x: torch.Tensor, ds_idx: np.ndarray,
-                labels: np.ndarray, settings: Any, shard_size: int, scheduler: Any,
+                labels: np.ndarray, settings: Any, shard_size: int, dask: _Dask,
                 model_info: Mapping[str, Any] | None, on_shard: Any) -> dict[str, Any]:
     """Every per-image map, computed shard by shard (in the run's map store when there is
     a run folder, else in memory), read back with the per-image checks."""
@@ -588,16 +680,12 @@ def _shard_maps(model: nn.Module, run_path: Path | None, x: torch.Tensor, ds_idx
             map_shapes=settings.map_shapes(image_shape), variance_keys=settings.variance_keys(),
             convergence_delta=settings.base == "integrated_gradients",
             boundary=settings.boundary)
-        if scheduler is None:
+        if not dask:
             computed = fill_local(model, store, settings, budget, on_shard=on_shard)
         else:
-            from deepprofile.distributed import client_for
-
-            own = isinstance(scheduler, str)
-            with client_for(scheduler) if own else contextlib.nullcontext(scheduler) as client:
-                computed = fill_dask(client, store, settings, budget,
-                                     _source(run_path, model, model_info),
-                                     store.identity["weights_hash"], on_shard=on_shard)
+            computed = fill_dask(dask.client(), store, settings, budget,
+                                 _source(run_path, model, model_info),
+                                 store.identity["weights_hash"], on_shard=on_shard)
         out = {
             "store": store, "computed": len(computed),
             "meta": store.shard_meta(), "targets": store.read("targets"),
@@ -700,28 +788,31 @@ def _layer_alignment(
 
 def _write(
     result: AttributionResult, run_path: Path, store: Any, maps: Mapping[str, Any],
-    node_maps: np.ndarray | None,
+    node_maps: np.ndarray | None, sets: Mapping[str, tuple[str, Mapping[str, Any]]],
 ) -> AttributionResult:
-    """Record where each map lives in ``attribution.zarr`` (maps made outside the shards,
-    fine-tuned SDE and node maps, are written there now) and write the result JSON."""
+    """Record where each map lives in ``attribution.zarr`` (the store's arrays, or those of
+    the map sets filled in this run: ``sets``, name -> (hash, key -> arrays); the mean map
+    per mapper node is written there now) and write the result JSON."""
     from dataclasses import replace
 
     from deepprofile.attribution.store import STORE_NAME
     from deepprofile.rundir import RunDir
 
-    where = store.meta["maps"]
+    where = dict(store.meta["maps"])
+    if "finetuned" in sets:
+        where.update(sets["finetuned"][1])
     methods = {k: dict(v) for k, v in result.methods.items()}
-    for key, res in maps.items():
-        if key in where:
-            methods[key]["array"] = where[key]["array"]
-            if where[key]["variance"]:
-                methods[key]["variance_array"] = where[key]["variance"]
-        else:
-            methods[key]["array"] = store.write_extra(key, res.attributions)
-            if res.variance is not None:
-                methods[key]["variance_array"] = store.write_extra(
-                    f"{key}.variance", res.variance)
-    files: dict[str, str] = {"store": STORE_NAME, "maps_hash": store.hash, "images": "images"}
+    for key in maps:  # every map is in the store or in one of its map sets
+        methods[key]["array"] = where[key]["array"]
+        if where[key]["variance"]:
+            methods[key]["variance_array"] = where[key]["variance"]
+    files: dict[str, Any] = {"store": STORE_NAME, "maps_hash": store.hash, "images": "images"}
+    if sets:
+        files["map_sets"] = {name: h for name, (h, _) in sorted(sets.items())}
+        if "finetuned" in sets:
+            from deepprofile.attribution.finetuned import FILE_NAME
+
+            files["finetuned_weights"] = FILE_NAME
     nodes = result.nodes
     if node_maps is not None and nodes is not None:
         name = store.write_extra(f"node_maps_{nodes.get('layer') or 'layer'}", node_maps)

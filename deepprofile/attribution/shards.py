@@ -4,13 +4,17 @@ Every map of an image depends on that image alone (and on the settings), so the 
 are computed shard by shard (a fixed range of images): in the command's process, or as
 Dask tasks (:mod:`deepprofile.attribution.distributed`). The shards are the same
 whatever runs them, so the maps are too. What needs every image (robustness, manifold
-alignment, noisy accuracy, per-node maps) stays in the command's process.
+alignment, noisy accuracy, the per-node statistics) stays in the command's process.
 
 Seeds: the SDE noise field of draw ``d`` is seeded by ``(seed, d, site)`` and shared by
 all images (it is one noisy network), so it does not depend on the shard; BIG's PGD
 search has no random start; SmoothGrad's and GradientShap's noise is seeded per captum
 batch with ``seed + first image of the shard + batch``, so it depends on the shard size
 (recorded in the store's identity), not on where the shard ran.
+
+The maps of the noisy fine-tuned model and of the rows chosen from mapper nodes are map
+sets (:mod:`deepprofile.attribution.mapsets`) computed the same way, shard by shard
+(:func:`compute_set_shard`).
 """
 
 from __future__ import annotations
@@ -178,3 +182,57 @@ def compute_shard(model: nn.Module, x: torch.Tensor, settings: MapSettings,
                              for k in labels},
                  "boundary_params": search_params},
     }
+
+
+# -- map sets (deepprofile.attribution.mapsets): the fine-tuned model's maps, node maps ---
+def set_labels(kind: str, settings: MapSettings) -> dict[str, str]:
+    """Map key -> label of a map set of ``kind`` (``finetuned`` or ``nodes``)."""
+    s = settings.short
+    if kind == "finetuned":
+        return {f"sde_{s}_ft:{sigma:g}": f"SDE-{s} σ={sigma:g} (noisy fine-tuned)"
+                for sigma in settings.positive_sigmas}
+    if kind == "nodes":
+        return {s: f"{s} (mapper node members)"}
+    raise ValueError(f"unknown map set kind {kind!r}")
+
+
+def set_variance_keys(kind: str, settings: MapSettings) -> list[str]:
+    """The keys of a map set that have a variance (the SDE-smoothed ones)."""
+    return list(set_labels(kind, settings)) if kind == "finetuned" else []
+
+
+def set_spec(kind: str, settings: MapSettings) -> dict[str, Any]:
+    """What the shards of a map set compute (stored in the set; read back by workers)."""
+    return {"kind": kind, "settings": settings.to_dict()}
+
+
+def compute_set_shard(model: nn.Module, x: torch.Tensor, spec: Mapping[str, Any], start: int,
+                      targets: torch.Tensor | None) -> dict[str, Any]:
+    """The maps of a map set's shard (the images ``x``, beginning at its row ``start``).
+
+    ``finetuned``: ``model`` is the noisy fine-tuned model, SDE-smoothed base method at
+    every positive sigma, ``targets`` the run model's predictions. ``nodes``: ``model`` is
+    the run model, the base method with the prediction as target (SmoothGrad /
+    GradientShap noise seeded with ``seed + start``, as in :func:`compute_shard`).
+    Returns ``maps``, ``variance`` (per key) and ``meta`` (``methods``: per key).
+    """
+    from deepprofile.attribution.sde import sde_attribute
+
+    kind = spec["kind"]
+    s = MapSettings.from_dict(spec["settings"])
+    labels = set_labels(kind, s)
+    maps: dict[str, Any] = {}
+    if kind == "finetuned":
+        for sigma, key in zip(s.positive_sigmas, labels, strict=True):
+            maps[key] = sde_attribute(model, x, sigma=sigma, n_draws=s.n_draws,
+                                      mode=s.noise_mode, seed=s.seed, method=s.base,
+                                      target=targets, **s.method_kw)
+        meta = {k: map_meta(labels[k], maps[k]) for k in labels}
+    else:
+        noisy = s.base in ("smoothgrad", "gradient_shap")
+        maps[s.short] = attribute(model, x, method=s.base, target="prediction",
+                                  seed=s.seed + int(start) if noisy else s.seed, **s.method_kw)
+        meta = {s.short: _shard_free(s.short, map_meta(labels[s.short], maps[s.short]), s)}
+    return {"maps": {k: maps[k].attributions for k in labels},
+            "variance": {k: maps[k].variance for k in labels if maps[k].variance is not None},
+            "meta": {"methods": meta}}

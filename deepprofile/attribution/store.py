@@ -15,7 +15,9 @@ Layout::
       shards/<i>           attrs: "meta" (how shard i's maps were made: method parameters)
                            and "digests" (CRC32 of each of its blocks, checked on reading)
       shards_done          (n_shards,) uint8, one file per shard: 1 once committed
-      extra/<name>         maps computed by the command's process (fine-tuned SDE, node maps)
+      sets/<name>/         map sets, sharded the same way: the noisy fine-tuned model's
+                           maps, the mapper nodes' maps (:mod:`deepprofile.attribution.mapsets`)
+      extra/<name>         arrays made by the command's process (the mean map per mapper node)
 
 A shard's flag is set only after its rows and meta are written, so a killed run resumes
 with the pending shards and a finished shard is never recomputed. The settings that
@@ -45,6 +47,8 @@ from deepprofile.testhooks import kill_point
 
 FORMAT_VERSION = 1
 STORE_NAME = "attribution.zarr"
+#: Folder of the map sets inside the store (:mod:`deepprofile.attribution.mapsets`).
+SETS = "sets"
 _META = "deepprofile"
 #: Per-image fields of BIG's boundary search: name -> dtype.
 BOUNDARY_FIELDS = {"found": "uint8", "eps": "float64", "norm": "int8", "distance": "float64",
@@ -87,12 +91,132 @@ def _damaged(path: Path, what: str) -> CorruptStoreError:
         "again (it rebuilds them).")
 
 
-class MapStore:
-    """The attribution maps of one run (see the module docstring for the layout)."""
+class _Sharded:
+    """Shard bookkeeping shared by :class:`MapStore` and its :class:`~deepprofile.
+    attribution.mapsets.MapSet` s: flags, bounds, per-shard checksums, checked reads."""
+
+    _shard_point = "attribution-shard"
 
     def __init__(self, path: Path, group: zarr.Group) -> None:
         self.path = Path(path)
         self._group = group
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self._group.attrs[_META])
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self.meta["identity"]
+
+    @property
+    def hash(self) -> str:
+        return str(self.meta["hash"])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.meta["n_images"])
+
+    @property
+    def shard_size(self) -> int:
+        return int(self.meta["shard_size"])
+
+    @property
+    def n_shards(self) -> int:
+        return int(self.meta["n_shards"])
+
+    def shard_bounds(self, shard: int) -> tuple[int, int]:
+        start = shard * self.shard_size
+        return start, min(start + self.shard_size, self.n_images)
+
+    def pending_shards(self) -> list[int]:
+        return np.flatnonzero(self._group["shards_done"][...] == 0).tolist()
+
+    @property
+    def is_complete(self) -> bool:
+        return not self.pending_shards()
+
+    def _commit(self, shard: int, blocks: Sequence[tuple[str, Any, Any]],
+                meta: Mapping[str, Any]) -> None:
+        """Write ``(array name, rows, dtype)`` blocks of shard ``shard`` with their CRC32
+        and ``meta``, then its flag (last: a flagged shard is always whole)."""
+        start, stop = self.shard_bounds(shard)
+        g = self._group
+        digests: dict[str, int] = {}
+        for name, block, dtype in blocks:
+            block = np.asarray(block, dtype)
+            want = (stop - start, *g[name].shape[1:])
+            if block.shape != want:
+                raise DeepProfileError(
+                    f"Shard {shard}: {name} has shape {block.shape}, the store expects {want}.")
+            g[name][start:stop] = block
+            digests[name] = _digest(block)
+        g[f"shards/{shard}"].attrs.update({"meta": canonical(meta), "digests": digests})
+        g["shards_done"][shard] = 1
+        kill_point(self._shard_point)
+
+    def _require_complete(self) -> None:
+        pending = self.pending_shards()
+        if pending:
+            raise CorruptStoreError(
+                f"The attribution maps at {self.path} are incomplete ({len(pending)} of "
+                f"{self.n_shards} shards pending); run `deepprofile attribute` again to "
+                "resume.")
+
+    def damaged_shards(self) -> list[int]:
+        """Shards flagged done whose rows no longer match their checksums (or unreadable)."""
+        pending = set(self.pending_shards())
+        bad = []
+        for shard in (i for i in range(self.n_shards) if i not in pending):
+            start, stop = self.shard_bounds(shard)
+            try:
+                digests = self._group[f"shards/{shard}"].attrs["digests"]
+                ok = all(_digest(self._group[name][start:stop]) == value
+                         for name, value in digests.items())
+            except Exception:  # noqa: BLE001 - unreadable is damaged
+                ok = False
+            if not ok:
+                bad.append(shard)
+        return bad
+
+    def read(self, name: str, *, complete: bool = True) -> np.ndarray:
+        """A whole array of a finished store (``maps/<key>``, ``targets``, ...), checked
+        against the CRC32 recorded for each shard (or at creation for the images)."""
+        if complete:
+            self._require_complete()
+        try:
+            data = self._group[name][...]
+            if name in self.meta.get("digests", {}):
+                wanted = [(0, len(data), self.meta["digests"][name])]
+            elif name.startswith("extra/"):
+                wanted = []
+            else:
+                wanted = [(*self.shard_bounds(i),
+                           self._group[f"shards/{i}"].attrs["digests"][name])
+                          for i in range(self.n_shards)]
+        except Exception as exc:  # noqa: BLE001 - any storage error is damage
+            raise _damaged(self.path, f"{name}: {type(exc).__name__}: {exc}") from exc
+        for start, stop, digest in wanted:
+            if _digest(data[start:stop]) != digest:
+                raise _damaged(self.path, f"{name} rows {start}-{stop - 1} do not match "
+                                          "their checksum")
+        return data
+
+    def map_array(self, key: str, variance: bool = False) -> np.ndarray:
+        where = self.meta["maps"].get(key)
+        if where is None or (variance and not where["variance"]):
+            raise CorruptStoreError(f"The attribution maps at {self.path} hold no "
+                                    f"{'variance of ' if variance else ''}map {key!r}.")
+        return self.read(where["variance" if variance else "array"])
+
+    def shard_meta(self) -> dict[str, Any]:
+        """How the maps were made (the same for every shard; read from shard 0)."""
+        self._require_complete()
+        return dict(self._group["shards/0"].attrs["meta"])
+
+
+class MapStore(_Sharded):
+    """The attribution maps of one run (see the module docstring for the layout)."""
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -187,42 +311,6 @@ class MapStore:
         os.rename(tmp, path)
         return cls.open(path)
 
-    # -- metadata ------------------------------------------------------------------------
-    @property
-    def meta(self) -> dict[str, Any]:
-        return dict(self._group.attrs[_META])
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        return self.meta["identity"]
-
-    @property
-    def hash(self) -> str:
-        return str(self.meta["hash"])
-
-    @property
-    def n_images(self) -> int:
-        return int(self.meta["n_images"])
-
-    @property
-    def shard_size(self) -> int:
-        return int(self.meta["shard_size"])
-
-    @property
-    def n_shards(self) -> int:
-        return int(self.meta["n_shards"])
-
-    def shard_bounds(self, shard: int) -> tuple[int, int]:
-        start = shard * self.shard_size
-        return start, min(start + self.shard_size, self.n_images)
-
-    def pending_shards(self) -> list[int]:
-        return np.flatnonzero(self._group["shards_done"][...] == 0).tolist()
-
-    @property
-    def is_complete(self) -> bool:
-        return not self.pending_shards()
-
     def images(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         return self._group["images"][start:stop]
 
@@ -230,95 +318,53 @@ class MapStore:
     def write_shard(self, shard: int, out: Mapping[str, Any]) -> None:
         """Write shard ``shard``'s rows (see :func:`deepprofile.attribution.shards.
         compute_shard` for ``out``), its meta and the CRC32 of every block, then its flag."""
-        start, stop = self.shard_bounds(shard)
-        g = self._group
         meta = self.meta
-        digests: dict[str, int] = {}
-
-        def put(name: str, block: np.ndarray, dtype: Any) -> None:
-            block = np.asarray(block, dtype)
-            want = (stop - start, *g[name].shape[1:])
-            if block.shape != want:
-                raise DeepProfileError(
-                    f"Shard {shard}: {name} has shape {block.shape}, the store expects {want}.")
-            g[name][start:stop] = block
-            digests[name] = _digest(block)
-
-        for name in _INT_SIDE:
-            put(name, out[name], np.int64)
-        put("sigma0_equal", out["sigma0_equal"], np.uint8)
+        blocks: list[tuple[str, Any, Any]] = [(name, out[name], np.int64) for name in _INT_SIDE]
+        blocks.append(("sigma0_equal", out["sigma0_equal"], np.uint8))
         if meta["convergence_delta"]:
-            put("convergence_delta", out["convergence_delta"], np.float32)
+            blocks.append(("convergence_delta", out["convergence_delta"], np.float32))
         for key, where in meta["maps"].items():
-            put(where["array"], out["maps"][key], np.float32)
+            blocks.append((where["array"], out["maps"][key], np.float32))
             if where["variance"]:
-                put(where["variance"], out["variance"][key], np.float32)
+                blocks.append((where["variance"], out["variance"][key], np.float32))
         if meta["boundary"]:
-            for name, dtype in BOUNDARY_FIELDS.items():
-                put(f"boundary/{name}", out["boundary"][name], dtype)
-        g[f"shards/{shard}"].attrs.update({"meta": canonical(out["meta"]), "digests": digests})
-        g["shards_done"][shard] = 1
-        kill_point("attribution-shard")
+            blocks += [(f"boundary/{name}", out["boundary"][name], dtype)
+                       for name, dtype in BOUNDARY_FIELDS.items()]
+        self._commit(shard, blocks, out["meta"])
 
     # -- reading ---------------------------------------------------------------------------
-    def _require_complete(self) -> None:
-        pending = self.pending_shards()
-        if pending:
-            raise CorruptStoreError(
-                f"The attribution maps at {self.path} are incomplete ({len(pending)} of "
-                f"{self.n_shards} shards pending); run `deepprofile attribute` again to "
-                "resume.")
-
-    def damaged_shards(self) -> list[int]:
-        """Shards flagged done whose rows no longer match their checksums (or unreadable)."""
-        done = [i for i in range(self.n_shards) if i not in set(self.pending_shards())]
-        bad = []
-        for shard in done:
-            start, stop = self.shard_bounds(shard)
-            try:
-                digests = self._group[f"shards/{shard}"].attrs["digests"]
-                ok = all(_digest(self._group[name][start:stop]) == value
-                         for name, value in digests.items())
-            except Exception:  # noqa: BLE001 - unreadable is damaged
-                ok = False
-            if not ok:
-                bad.append(shard)
-        return bad
-
     def read(self, name: str, *, complete: bool = True) -> np.ndarray:
-        """A whole array of a finished store (``maps/<key>``, ``targets``, ...), checked
-        against the CRC32 recorded for each shard (or at creation for the images)."""
-        if complete:
-            self._require_complete()
-        try:
-            data = self._group[name][...]
-            if name in self.meta.get("digests", {}):
-                wanted = [(0, len(data), self.meta["digests"][name])]
-            elif name.startswith("extra/"):
-                wanted = []
-            else:
-                wanted = [(*self.shard_bounds(i),
-                           self._group[f"shards/{i}"].attrs["digests"][name])
-                          for i in range(self.n_shards)]
-        except Exception as exc:  # noqa: BLE001 - any storage error is damage
-            raise _damaged(self.path, f"{name}: {type(exc).__name__}: {exc}") from exc
-        for start, stop, digest in wanted:
-            if _digest(data[start:stop]) != digest:
-                raise _damaged(self.path, f"{name} rows {start}-{stop - 1} do not match "
-                                          "their checksum")
-        return data
+        """As :meth:`_Sharded.read`; ``sets/<name>/<array>`` reads a map set's array."""
+        if name.startswith(f"{SETS}/"):
+            _, set_name, rest = name.split("/", 2)
+            return self.map_set(set_name).read(rest, complete=complete)
+        return super().read(name, complete=complete)
 
     def map_array(self, key: str, variance: bool = False) -> np.ndarray:
-        where = self.meta["maps"].get(key)
-        if where is None or (variance and not where["variance"]):
-            raise CorruptStoreError(f"The attribution maps at {self.path} hold no "
-                                    f"{'variance of ' if variance else ''}map {key!r}.")
-        return self.read(where["variance" if variance else "array"])
+        """The map ``key`` (or its variance), from the store or from the map set holding it."""
+        if key not in self.meta["maps"]:
+            for mset in self.map_sets():
+                if key in mset.meta["maps"]:
+                    return mset.map_array(key, variance=variance)
+        return super().map_array(key, variance=variance)
 
-    def shard_meta(self) -> dict[str, Any]:
-        """How the maps were made (the same for every shard; read from shard 0)."""
-        self._require_complete()
-        return dict(self._group["shards/0"].attrs["meta"])
+    # -- map sets (maps of other images or of another model, sharded the same way) ---------
+    def map_set(self, name: str):
+        """The finished-or-not map set ``name`` (:class:`~deepprofile.attribution.mapsets.
+        MapSet`); a missing one is a one-line error."""
+        from deepprofile.attribution.mapsets import MapSet
+
+        return MapSet.open(self, name)
+
+    def map_sets(self) -> list:
+        """Every map set of the store, by name."""
+        from deepprofile.attribution.mapsets import MapSet
+
+        root = self.path / SETS
+        if not root.is_dir():
+            return []
+        return [MapSet.open(self, p.name) for p in sorted(root.iterdir())
+                if not p.name.startswith(".") and (p / "zarr.json").is_file()]
 
     def boundary(self) -> dict[str, np.ndarray]:
         return {name: self.read(f"boundary/{name}") for name in BOUNDARY_FIELDS}
@@ -356,6 +402,9 @@ def read_map(run_dir: str | Path, result: Mapping[str, Any], key: str, *,
                 f"{path} is missing; run `deepprofile attribute` again.")
         return np.load(path, allow_pickle=False)
     store = open_result_store(run, result)
+    where = entry.get("variance_array" if variance else "array")
+    if where:
+        _check_set(store, result, where)
     return store.map_array(key, variance=variance)
 
 
@@ -366,7 +415,21 @@ def read_array(run_dir: str | Path, result: Mapping[str, Any], where: str) -> np
     if where.endswith(".npy"):
         return np.load(run / where, allow_pickle=False)
     store = open_result_store(run, result)
+    _check_set(store, result, where)
     return store.read(where)
+
+
+def _check_set(store: MapStore, result: Mapping[str, Any], where: str) -> None:
+    """A map set's array (``sets/<name>/...``) must come from the set the result was
+    computed with (a later run with other fine-tuning or nodes replaces the set)."""
+    if not where.startswith(f"{SETS}/"):
+        return
+    name = where.split("/")[1]
+    want = ((result.get("files") or {}).get("map_sets") or {}).get(name)
+    if want and store.map_set(name).hash != want:
+        raise CorruptStoreError(
+            f"The map set {name!r} in {store.path} was made with other settings than "
+            "results/attribution.json (a later run?); run `deepprofile attribute` again.")
 
 
 def open_result_store(run_dir: str | Path, result: Mapping[str, Any]) -> MapStore:

@@ -198,14 +198,14 @@ def test_dask_worker_processes_equal_one_process(run, tmp_path):
     assert _comparable(two) == _comparable(one)
 
 
-def _spawn(run_dir: Path, kill_at: str | None, env_extra: dict | None = None
-           ) -> subprocess.CompletedProcess:
+def _spawn(run_dir: Path, kill_at: str | None, env_extra: dict | None = None,
+           argv: list[str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("DEEPPROFILE_TEST_KILL_AT", None)
     if kill_at:
         env["DEEPPROFILE_TEST_KILL_AT"] = kill_at
     env.update(env_extra or {})
-    proc = subprocess.run([sys.executable, str(WORKER), str(run_dir)], env=env,
+    proc = subprocess.run([sys.executable, str(WORKER), str(run_dir), *(argv or [])], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode in (0, -9), proc.stderr[-2000:]
     return proc
