@@ -249,20 +249,36 @@ def client_for(scheduler: str | None, *, timeout: float = 20.0) -> Iterator[Any]
 
 
 def map_layers(fn: Callable[..., Any], layers: Sequence[Any], client: Any,
-               *args: Any) -> list[Any]:
+               *args: Any, on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
     """``[fn(layer, *args) for layer in layers]``, one Dask task per layer when ``client``
-    is given (results gathered in layer order; the first failure is raised).
+    is given (results returned in layer order; the first failure is raised).
 
     ``layers`` holds what each task needs: a layer name when the task reads the store
-    itself, or a small per-layer payload (a subsampled cloud).
+    itself, or a small per-layer payload (a subsampled cloud). ``on_result(i, result)``
+    is called here as each layer's result arrives (in the order they finish).
     """
     if client is None:
-        return [fn(layer, *args) for layer in layers]
+        out = []
+        for i, layer in enumerate(layers):
+            out.append(fn(layer, *args))
+            if on_result is not None:
+                on_result(i, out[-1])
+        return out
     name = getattr(fn, "__name__", "layer-task")
     futures = [client.submit(_layer_task, fn, layer, *args, key=f"{name}-{i}-{uuid.uuid4().hex}",
                              pure=False)
                for i, layer in enumerate(layers)]
-    return client.gather(futures)
+    if on_result is None:
+        return client.gather(futures)
+    from dask.distributed import as_completed
+
+    index = {future.key: i for i, future in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    for future in as_completed(futures):
+        i = index[future.key]
+        results[i] = future.result()  # raises the task's error
+        on_result(i, results[i])
+    return results
 
 
 def _layer_task(fn: Callable[..., Any], layer: Any, *args: Any) -> Any:

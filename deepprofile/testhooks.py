@@ -19,8 +19,10 @@ Points: ``store-created`` (temporary store folder made, metadata not yet written
 ``overwrite-removal`` (old store renamed aside, not yet deleted), ``chunk-committed``
 (first chunk committed), ``results-write`` (a result's temporary file written, not
 yet renamed), ``run-json`` (capture results written, run.json not yet merged),
-``capture-task`` (a Dask capture task started, nothing written yet) and ``layer-task``
-(a per-layer Dask task of :func:`deepprofile.distributed.map_layers` started).
+``capture-task`` (a Dask capture task started, nothing written yet), ``layer-task``
+(a per-layer Dask task of :func:`deepprofile.distributed.map_layers` started) and
+``layer-saved`` (a finished layer of topology, mapper or spectral written to
+``results/.partial``, see :mod:`deepprofile.partial`; reached wherever the layer ran).
 """
 
 from __future__ import annotations

@@ -244,7 +244,9 @@ def run_mapper(
     reads the store itself; pages, merging and distances stay here.
     """
     from deepprofile.capture.store import ActivationStore
+    from deepprofile.distributed import client_for
     from deepprofile.mapper.page import write_mapper_page
+    from deepprofile.partial import LayerResults
     from deepprofile.progress import progress_bar
     from deepprofile.validate import check_options
 
@@ -271,21 +273,22 @@ def run_mapper(
     }
     graph_params = dict(lens=lens, intervals=intervals, overlap=overlap, eps=eps,
                         min_samples=min_samples, seed=seed)
-    graphs: dict[str, MapperGraphResult] = {}
     pages: dict[str, str] = {}
-    if scheduler is not None:
-        from deepprofile.distributed import client_for, map_layers
-
-        with client_for(scheduler) as client:
-            built = map_layers(_graph_task, chosen, client, str(store.path), graph_params)
-        graphs = dict(zip(chosen, built, strict=True))
+    # each finished graph is kept in results/.partial/mapper until mapper.json is written,
+    # so a killed run resumes (a custom lens cannot be identified: nothing kept then)
+    saved = LayerResults.in_results(rd.results_dir if isinstance(lens, str) else None,
+                                    RESULT_NAME)
+    keys = [{"store": store.identity, "store_path": str(store.path), "params": graph_params}
+            for _ in chosen]
+    with client_for(scheduler) as client:
+        built = saved.map("graphs", _graph_task, chosen, chosen, client,
+                          str(store.path), graph_params, keys=keys,
+                          decode=MapperGraphResult.from_dict, quiet=quiet)
+    graphs: dict[str, MapperGraphResult] = dict(zip(chosen, built, strict=True))
     with progress_bar(quiet) as progress:
-        task = progress.add_task("mapper graphs", total=2 * len(chosen))
+        task = progress.add_task("mapper pages", total=len(chosen))
         for name in chosen:
-            progress.update(task, description=f"mapper {name}")
-            if name not in graphs:
-                graphs[name] = mapper_from_store(store, name, **graph_params)
-            progress.advance(task)
+            progress.update(task, description=f"mapper page {name}")
             result = graphs[name]
             if result.nodes:
                 thumbs = {}
@@ -334,6 +337,7 @@ def run_mapper(
         graphs=graphs, distances=distances, pages=pages, params=params, provenance=provenance
     )
     rd.write_result(RESULT_NAME, out)
+    saved.finish(quiet)
     return out
 
 

@@ -77,6 +77,7 @@ def register(app: typer.Typer) -> None:
 
         from deepprofile.errors import DeepProfileError
         from deepprofile.models import load_model, resolve_device
+        from deepprofile.partial import LayerResults
         from deepprofile.results import write_json
         from deepprofile.rundir import RunDir
         from deepprofile.spectral.pipeline import run_spectral, summarize_spectral
@@ -127,14 +128,18 @@ def register(app: typer.Typer) -> None:
                     f"[yellow]warning:[/] the store was captured with weights {stored_hash}, "
                     f"the model given has {info.weights_hash}; projections use the given model."
                 )
+        # finished layers wait in .partial/ beside the output, so a killed run resumes
+        saved = LayerResults.in_results(Path(target).parent, "spectral")
         result = run_spectral(
             net, None, None, layers or None, seed=seed, quiet=quiet,
             weight_layers=weight_layers or None, threshold=threshold, mode=mode,
             n_vectors=n_vectors, max_projection_layers=max_layers,
             compare_random_init=random_init, n_bootstrap=bootstrap, batch_size=batch_size,
             device=dev, model_info=info.to_dict(), store=opened, scheduler=scheduler,
+            saved=saved,
         )
         write_json(target, result.to_dict())
+        saved.finish(quiet)
         if not quiet:
             typer.echo(summarize_spectral(result))
         typer.echo(f"wrote {target}")

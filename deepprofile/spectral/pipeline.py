@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from deepprofile.spectral.projection import (
     project_stored_outputs,
 )
 from deepprofile.spectral.rmt import ModelSpectrum, WeightSpectrumAnalyzer
+
+if TYPE_CHECKING:
+    from deepprofile.partial import LayerResults
 
 RESULT_NAME = "spectral"
 
@@ -197,6 +200,7 @@ def run_spectral(
     class_names: Sequence[str] | None = None,
     store: Any = None,
     scheduler: str | None = None,
+    saved: LayerResults | None = None,
 ) -> SpectralResult:
     """SVD + random-matrix figures of every Conv/Linear layer (trained and random init), and,
     with a dataset, projections + class hypergraphs for a few conv layers.
@@ -215,11 +219,25 @@ def run_spectral(
     and random init), each projection from stored full maps and each operator spectrum as
     one Dask task; the forward pass over the dataset stays here (one pass serves every
     layer). The result is identical to one process.
+
+    Each finished layer (weight spectrum, projection, operator spectrum) is kept in
+    ``run_dir/results/.partial/spectral`` until ``spectral.json`` is written, so a killed
+    run resumes with the layers not yet done (see :mod:`deepprofile.partial`). ``saved``
+    (a :class:`~deepprofile.partial.LayerResults`) keeps them elsewhere when the caller
+    writes the result itself (the command line's ``-o``; call its ``finish()`` after
+    writing). The result is the same with or without them.
     """
     from deepprofile.distributed import client_for
+    from deepprofile.partial import LayerResults
+    from deepprofile.rundir import RunDir
     from deepprofile.validate import check_options
 
     check_options("spectral", locals())
+    # each finished layer is kept in results/.partial/spectral until spectral.json is
+    # written, so a killed run resumes with the layers not yet done
+    if saved is None:
+        saved = LayerResults.in_results(
+            None if run_dir is None else RunDir(run_dir).results_dir, RESULT_NAME)
     with client_for(scheduler) as client:
         result = _run_spectral(
             model, dataset, layers, client=client, seed=seed, quiet=quiet,
@@ -227,11 +245,10 @@ def run_spectral(
             max_projection_layers=max_projection_layers,
             compare_random_init=compare_random_init, n_bootstrap=n_bootstrap,
             shared_fraction=shared_fraction, batch_size=batch_size, device=device,
-            model_info=model_info, class_names=class_names, store=store)
+            model_info=model_info, class_names=class_names, store=store, saved=saved)
     if run_dir is not None:
-        from deepprofile.rundir import RunDir
-
         RunDir(run_dir).write_result(RESULT_NAME, result)
+        saved.finish(quiet)
     return result
 
 
@@ -241,16 +258,20 @@ def _run_spectral(
     threshold: float, mode: str, n_vectors: int | None, max_projection_layers: int,
     compare_random_init: bool, n_bootstrap: int, shared_fraction: float, batch_size: int,
     device: str | torch.device, model_info: Mapping[str, Any] | None,
-    class_names: Sequence[str] | None, store: Any,
+    class_names: Sequence[str] | None, store: Any, saved: Any = None,
 ) -> SpectralResult:
-    """:func:`run_spectral` without writing, per-layer work on ``client`` when given."""
-    from deepprofile.distributed import map_layers
+    """:func:`run_spectral` without writing, per-layer work on ``client`` when given, and
+    each finished layer kept in ``saved`` (a :class:`~deepprofile.partial.LayerResults`)."""
+    from deepprofile.attribution.memory import current_budget
+    from deepprofile.partial import LayerResults, module_digest
     from deepprofile.provenance import weights_hash
 
+    saved = saved if saved is not None else LayerResults(None, RESULT_NAME)
+    model_hash = weights_hash(model)
     ana = WeightSpectrumAnalyzer(
         weight_layers, compare_random_init=compare_random_init, n_bootstrap=n_bootstrap,
         seed=seed, quiet=quiet, model_info=model_info,
-    ).fit(model, client=client)
+    ).fit(model, client=client, saved=saved)
     projections: dict[str, LayerProjection] = {}
     hypergraphs: dict[str, ClassHypergraph] = {}
     operator: dict[str, dict[str, Any]] = {}
@@ -273,18 +294,34 @@ def _run_spectral(
                   and store.reduction(n) == "flatten"]
         options = {"n_vectors": n_vectors, "threshold": threshold, "mode": mode,
                    "class_names": None if class_names is None else list(class_names)}
-        if client is None:  # full output maps in the store: no forward pass needed
-            for n in stored:
-                projections[n] = project_stored_outputs(
-                    svds[n], store.layer(n), store.labels, store.indices, **options)
-        elif stored:  # one task per layer, reading its maps from the store there
-            projections.update(zip(stored, map_layers(
-                _stored_projection_task, [(n, svds[n]) for n in stored], client,
-                str(Path(store.path).resolve()), options), strict=True))
+        # full output maps in the store: no forward pass needed; one task per layer with a
+        # client, reading its maps from the store there
+        identity = None if store is None or not saved.enabled else store.identity
+        budget = current_budget()
+        store_path = None if store is None else str(Path(store.path).resolve())
+        keys = [{"module": module_digest(modules[n]), "store": identity, "options": options,
+                 "budget": budget} if identity else None for n in stored]
+        projections.update(zip(stored, saved.map(
+            "projections-stored", _stored_projection_task, stored,
+            [(n, svds[n]) for n in stored], client, store_path, options, keys=keys,
+            decode=LayerProjection.from_dict, quiet=quiet), strict=True))
         for n in stored:
             sources[n] = "store (flatten outputs)"
         rest = [n for n in proj_names if n not in projections]
-        if rest:
+        # a forward pass over the store's own images (rebuilt from its spec) is identified
+        # by the store and the model; a dataset passed in is not: its layers are not kept
+        forward_key = None if dataset is not None or identity is None else {
+            "model": model_hash, "store": identity, "options": options, "budget": budget,
+            "batch_size": batch_size, "device": str(device)}
+        shapes: dict[str, tuple[int, ...]] = {}
+        for n in rest:
+            done = saved.load("projections-forward", n, forward_key, decode=dict)
+            if done is not None:
+                projections[n] = LayerProjection.from_dict(done["projection"])
+                if done["input_shape"] is not None:
+                    shapes[n] = tuple(done["input_shape"])
+        missing = [n for n in rest if n not in projections]
+        if missing:
             if dataset is None:  # rebuild the store's images from its dataset spec
                 from torch.utils.data import Subset
 
@@ -296,23 +333,34 @@ def _run_spectral(
                         "are not stored as full maps (flatten); pass the dataset explicitly."
                     )
                 dataset = Subset(dataset_from_spec(dataset_spec), store.indices.tolist())
-            shapes: dict[str, tuple[int, ...]] = {}
-            projections.update(project_dataset(
-                model, dataset, rest, svds=svds, n_vectors=n_vectors,
+            found: dict[str, tuple[int, ...]] = {}
+            fresh = project_dataset(
+                model, dataset, missing, svds=svds, n_vectors=n_vectors,
                 threshold=threshold, mode=mode, batch_size=batch_size, device=device,
-                class_names=class_names, input_shapes=shapes, quiet=quiet,
-            ))
-            for n in rest:
-                sources[n] = "forward hooks on the dataset"
-            spectra = [n for n in rest if n in shapes and not isinstance(modules[n], nn.Linear)]
-            operator.update(zip(spectra, map_layers(
-                _operator_task, [(modules[n], shapes[n]) for n in spectra], client),
-                strict=True))
+                class_names=class_names, input_shapes=found, quiet=quiet,
+            )
+            done = saved.save_all(
+                "projections-forward", missing,
+                [{"projection": fresh[n], "input_shape": found.get(n)} for n in missing],
+                [forward_key] * len(missing), decode=dict)
+            for n, item in zip(missing, done, strict=True):
+                projections[n] = LayerProjection.from_dict(item["projection"])
+                if item["input_shape"] is not None:
+                    shapes[n] = tuple(item["input_shape"])
+        for n in rest:
+            sources[n] = "forward hooks on the dataset"
+        spectra = [n for n in rest if n in shapes and not isinstance(modules[n], nn.Linear)]
+        operator.update(zip(spectra, saved.map(
+            "operator", _operator_task, spectra,
+            [(modules[n], shapes[n]) for n in spectra], client,
+            keys=[{"module": module_digest(modules[n]), "input_shape": list(shapes[n])}
+                  if saved.enabled else None for n in spectra],
+            decode=dict, quiet=quiet), strict=True))
         projections = {n: projections[n] for n in proj_names}
         hypergraphs = {n: hypergraph_from_projection(p, shared_fraction=shared_fraction)
                        for n, p in projections.items()}
     result = SpectralResult(
-        model=type(model).__name__, weights_hash=weights_hash(model), dataset=dataset_spec,
+        model=type(model).__name__, weights_hash=model_hash, dataset=dataset_spec,
         parameters={
             "seed": seed, "threshold": threshold, "mode": mode, "n_vectors": n_vectors,
             "projection_layers": proj_names, "weight_layers": ana.layer_names_,

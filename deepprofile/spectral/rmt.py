@@ -499,38 +499,42 @@ class WeightSpectrumAnalyzer:
                 "alpha * log10(s_max^2), s_max^2 = largest eigenvalue of W W^T"}
 
     def _analyse(self, model: nn.Module, names: list[str], label: str,
-                 client: Any = None, **extra: Any) -> ModelSpectrum:
-        from deepprofile.progress import progress_iter
+                 client: Any = None, saved: Any = None, **extra: Any) -> ModelSpectrum:
+        from deepprofile.partial import LayerResults, module_digest
         from deepprofile.provenance import weights_hash
 
         options = {"min_tail": self.min_tail, "min_eigenvalues": self.min_eigenvalues,
                    "n_bootstrap": self.n_bootstrap, "seed": self.seed}
-        if client is not None:  # one Dask task per layer, shipped with its own module only
-            from deepprofile.distributed import map_layers
-
-            layers = map_layers(_spectrum_task, [(n, get_module(model, n)) for n in names],
-                                client, options)
-        else:
-            layers = [layer_spectrum(get_module(model, name), name, **options)
-                      for name in progress_iter(names, f"weight spectra ({label})",
-                                                quiet=self.quiet)]
+        saved = saved if saved is not None else LayerResults(None, "spectral")
+        modules = [get_module(model, n) for n in names]
+        # one Dask task per layer with a client, shipped with its own module only; each
+        # layer's spectrum depends on that module's weights and the options alone
+        items = list(zip(names, modules, strict=True))
+        keys = [{"module": module_digest(m), "options": options} if saved.enabled else None
+                for m in modules]
+        stage = "spectra-" + label.replace(" ", "-")  # spectra-trained, spectra-random-init
+        layers = saved.map(stage, _spectrum_task, names, items, client, options, keys=keys,
+                           decode=LayerSpectrum.from_dict, quiet=self.quiet)
         return ModelSpectrum(
             model=type(model).__name__, weights_hash=weights_hash(model),
             layers=tuple(layers), parameters={**self._params(), "weights": label, **extra},
         )
 
-    def fit(self, model: nn.Module, *, client: Any = None) -> WeightSpectrumAnalyzer:
+    def fit(self, model: nn.Module, *, client: Any = None,
+            saved: Any = None) -> WeightSpectrumAnalyzer:
         """Analyse ``model``; with a Dask ``client`` each layer's spectrum is one task
-        (identical figures: every layer's fit is seeded on its own)."""
+        (identical figures: every layer's fit is seeded on its own). ``saved`` (a
+        :class:`~deepprofile.partial.LayerResults`) keeps each finished layer so that a
+        killed run resumes; the figures are the same with or without it."""
         self.layer_names_ = weight_layers(model, self.layers)
-        self.result_ = self._analyse(model, self.layer_names_, "trained", client)
+        self.result_ = self._analyse(model, self.layer_names_, "trained", client, saved)
         self.random_init_ = None
         self.baseline_: InitBaseline | None = None
         if self.compare_random_init:
             clone, self.baseline_ = random_init_baseline(model, self.seed,
                                                          model_info=self.model_info)
             self.random_init_ = self._analyse(clone, self.layer_names_, "random init", client,
-                                              baseline=self.baseline_.to_dict())
+                                              saved, baseline=self.baseline_.to_dict())
         return self
 
 

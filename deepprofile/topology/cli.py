@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Persistent homology of layer clouds: RUN_DIR/results/topology.json."""
         from deepprofile.errors import DeepProfileError
+        from deepprofile.partial import LayerResults
         from deepprofile.results import write_json
         from deepprofile.topology.distances import METRICS
         from deepprofile.topology.pipeline import (
@@ -109,6 +110,7 @@ def register(app: typer.Typer) -> None:
             metrics=tuple(metric or METRICS), cutoff_quantile=cutoff_quantile,
             n_threads=threads, quiet=quiet, scheduler=scheduler,
         )
+        saved = None
         if compare:
             if len(sources) != 2:
                 raise DeepProfileError("--compare needs exactly two runs or stores: A B.")
@@ -122,9 +124,14 @@ def register(app: typer.Typer) -> None:
                     "Give one run folder or store (or two with --compare)."
                 )
             analysis = TopologyAnalysis(layers or None, **params)
-            result = analysis.fit(store if store is not None else sources[0]).result_
             path = out or _results_dir(sources[0]) / f"{RESULT_NAME}.json"
+            # finished layers wait in .partial/ beside the output, so a killed run resumes
+            saved = LayerResults.in_results(Path(path).parent, RESULT_NAME)
+            result = analysis.fit(store if store is not None else sources[0],
+                                  saved=saved).result_
         write_json(path, result)
+        if saved is not None:
+            saved.finish(quiet)
         if not quiet:
             typer.echo(summarize_topology(result))
             typer.echo(f"Wrote {path}")

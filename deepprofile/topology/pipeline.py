@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from deepprofile.topology.persistence import (
     summarize_diagram,
 )
 from deepprofile.topology.similarity import cka_matrix
+
+if TYPE_CHECKING:
+    from deepprofile.partial import LayerResults
 
 RESULT_NAME = "topology"
 COMPARE_NAME = "topology_compare"
@@ -181,10 +184,22 @@ def _provenance(source: Any, clouds: Mapping[str, PointCloud]) -> dict[str, Any]
     }
 
 
+def _persistence_layer(cloud: PointCloud, rips: VietorisRips) -> PersistenceDiagrams:
+    """The persistence diagrams of one layer (a Dask task with ``--scheduler``)."""
+    return rips.compute(cloud)
+
+
 def _sweep_layer(item: tuple[PointCloud, PersistenceDiagrams],
                  sweep: SensitivitySweep) -> SensitivityResult:
     """The sensitivity sweep of one layer (a Dask task with ``--scheduler``)."""
     return sweep.fit(*item).result_
+
+
+def _cloud_key(cloud: PointCloud) -> dict[str, Any]:
+    """What identifies a layer's cloud: its description and a digest of its points."""
+    from deepprofile.partial import array_digest
+
+    return {"cloud": cloud.describe(), "points": array_digest(cloud.points)}
 
 
 class TopologyAnalysis:
@@ -292,30 +307,41 @@ class TopologyAnalysis:
         return {kind: cka_matrix(groups[0], clouds_b, kind=kind, **(
             {"seed": self.seed} if kind == "minibatch" else {})) for kind in self.cka}
 
-    def _diagrams(self, clouds: Mapping[str, PointCloud], client: Any
-                  ) -> dict[str, PersistenceDiagrams]:
-        """Persistence of every cloud: here, or one Dask task per layer with ``client``."""
-        if client is None:
-            return self._rips().fit(clouds).diagrams_
-        from deepprofile.distributed import map_layers
+    def _diagrams(self, clouds: Mapping[str, PointCloud], client: Any,
+                  saved: LayerResults | None = None) -> dict[str, PersistenceDiagrams]:
+        """Persistence of every cloud: here, or one Dask task per layer with ``client``;
+        layers found in ``saved`` are reused, the others saved there as they finish."""
+        from deepprofile.partial import LayerResults
 
-        return {dg.layer: dg for dg in map_layers(self._rips().compute, list(clouds.values()),
-                                                  client)}
+        saved = saved if saved is not None else LayerResults(None, RESULT_NAME)
+        rips = self._rips()
+        names = list(clouds)
+        found = saved.map("persistence", _persistence_layer, names,
+                          [clouds[n] for n in names], client, rips,
+                          keys=[{"rips": rips.params(), **_cloud_key(clouds[n])} for n in names],
+                          decode=PersistenceDiagrams.from_dict, quiet=self.quiet)
+        return dict(zip(names, found, strict=True))
 
-    def fit(self, source: Any) -> TopologyAnalysis:
+    def fit(self, source: Any, *, saved: LayerResults | None = None) -> TopologyAnalysis:
         """Analyse one model; sets ``clouds_``, ``diagrams_`` and ``result_``.
 
         With ``scheduler`` the persistence and sensitivity of each layer run as Dask tasks
         (clouds are built here and shipped: at most ``n_points`` rows each); distances
-        and CKA, which need every layer, run here.
+        and CKA, which need every layer, run here. ``saved``
+        (:class:`~deepprofile.partial.LayerResults`) keeps each finished layer's
+        persistence and sweep so that a killed run resumes (:func:`run_topology` passes the
+        run folder's); the result is the same with or without it.
         """
         from deepprofile.distributed import client_for
 
         self._check()
         with client_for(self.scheduler) as client:
-            return self._fit(source, client)
+            return self._fit(source, client, saved)
 
-    def _fit(self, source: Any, client: Any) -> TopologyAnalysis:
+    def _fit(self, source: Any, client: Any, saved: LayerResults | None) -> TopologyAnalysis:
+        from deepprofile.partial import LayerResults
+
+        saved = saved if saved is not None else LayerResults(None, RESULT_NAME)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         clouds = self.clouds(source)
@@ -323,7 +349,7 @@ class TopologyAnalysis:
         names = list(clouds)
 
         start = time.perf_counter()
-        diagrams = self._diagrams(clouds, client)
+        diagrams = self._diagrams(clouds, client, saved)
         timings["persistence"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -353,22 +379,15 @@ class TopologyAnalysis:
             sweep = SensitivitySweep(self.sensitivity_k, metric=self.sensitivity_metric,
                                      homology_dims=self.homology, n_threads=self.n_threads,
                                      cutoff_quantile=self.cutoff_quantile, seed=self.seed)
-            from deepprofile.topology.clouds import _progress
-
             swept = [n for n in names
                      if len([k for k in self.sensitivity_k if k < clouds[n].dim]) >= 2]
-            if client is not None:
-                from deepprofile.distributed import map_layers
-
-                sens = dict(zip(swept, map_layers(
-                    _sweep_layer, [(clouds[n], diagrams[n]) for n in swept], client, sweep),
-                    strict=True))
-            else:
-                with _progress(self.quiet) as progress:
-                    task = progress.add_task("sensitivity", total=len(swept))
-                    for name in swept:
-                        sens[name] = _sweep_layer((clouds[name], diagrams[name]), sweep)
-                        progress.advance(task)
+            # the sweep reads the cloud and its base diagrams (made with these rips settings)
+            keys = [{"sweep": vars(sweep), "rips": self._rips().params(),
+                     **_cloud_key(clouds[n])} for n in swept]
+            sens = dict(zip(swept, saved.map(
+                "sensitivity", _sweep_layer, swept, [(clouds[n], diagrams[n]) for n in swept],
+                client, sweep, keys=keys, decode=SensitivityResult.from_dict,
+                quiet=self.quiet), strict=True))
         timings["sensitivity"] = time.perf_counter() - start
 
         self.clouds_ = clouds
@@ -458,12 +477,16 @@ def run_topology(
     from deepprofile.validate import check_options
 
     check_options("topology", {**params, "n_points": n_points, "seed": seed})
+    from deepprofile.partial import LayerResults
+
     source: Any = store if store is not None else run_dir
     analysis = TopologyAnalysis(layers, cloud=cloud, n_points=n_points, seed=seed,
                                 quiet=quiet, scheduler=scheduler, **params)
-    result = analysis.fit(source).result_
+    saved = LayerResults.in_results(_results_dir(run_dir) if write else None, RESULT_NAME)
+    result = analysis.fit(source, saved=saved).result_
     if write:
         write_json(_results_dir(run_dir) / f"{RESULT_NAME}.json", result)
+        saved.finish(quiet)
     return result
 
 
