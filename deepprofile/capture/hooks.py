@@ -129,7 +129,7 @@ class ActivationRecorder:
         self._current: dict[str, torch.Tensor] = {}
         self._current_inputs: dict[str, torch.Tensor] = {}
         self._indices: np.ndarray | None = None
-        self._finite: list[tuple[str, torch.Tensor]] = []
+        self._finite: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         self._sync: set[torch.device] = set()
         self.output_shapes: dict[str, tuple[int, ...]] = {}
 
@@ -183,8 +183,9 @@ class ActivationRecorder:
         if reduced.dtype in (torch.float16, torch.bfloat16):
             reduced = reduced.float()
         if self.check_finite and reduced.is_floating_point():
-            self._finite.append((name, torch.isfinite(reduced.reshape(reduced.shape[0], -1))
-                                 .all(dim=1)))
+            # one sum per layer: NaN and inf propagate through it, so a finite sum clears
+            # the whole layer (checked for the batch at once in _finish)
+            self._finite.append((name, reduced, reduced.sum()))
         if reduced.device.type == "cuda":
             host = torch.empty(reduced.shape, dtype=reduced.dtype, pin_memory=True)
             host.copy_(reduced, non_blocking=True)
@@ -198,8 +199,15 @@ class ActivationRecorder:
             torch.cuda.current_stream(device).synchronize()
         self._sync.clear()
         checks, self._finite = self._finite, []
-        for name, ok in checks:
-            ok = ok.cpu()
+        if not checks:
+            return
+        device = checks[0][2].device
+        totals = torch.stack([total.to(device) for _, _, total in checks])
+        if bool(torch.isfinite(totals).all()):  # one sync per batch, whatever the layers
+            return
+        # some sum is NaN/inf: a non-finite value, or finite values whose sum overflowed
+        for name, reduced, _ in checks:
+            ok = torch.isfinite(reduced.reshape(reduced.shape[0], -1)).all(dim=1).cpu()
             if bool(ok.all()):
                 continue
             rows = torch.nonzero(~ok).flatten().tolist()

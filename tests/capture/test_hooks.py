@@ -106,3 +106,29 @@ def test_recorder_outside_with_block_is_an_error(tiny_net, tiny_images):
     rec = ActivationRecorder(tiny_net, ["conv1"], "mean")
     with pytest.raises(RuntimeError, match="inside"):
         rec(tiny_images)
+
+
+def test_finite_values_whose_sum_overflows_are_not_an_error():
+    """The per-batch check sums each layer; a sum that overflows to inf from finite values
+    is looked at row by row and passes."""
+    class Huge(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 4), 3e38)
+
+    model = torch.nn.Sequential(Huge(), torch.nn.Identity())
+    with ActivationRecorder(model, ["0"], "mean") as rec:
+        cap = rec(torch.zeros(5, 1))
+    assert torch.isinf(cap.activations["0"].sum())  # the fast check did overflow
+    assert torch.equal(cap.activations["0"], torch.full((5, 4), 3e38))
+
+
+def test_nan_in_the_second_layer_is_reported_for_that_layer(tiny_net, tiny_images):
+    images = tiny_images.clone()
+    with ActivationRecorder(tiny_net, ["conv1", "fc"], "mean") as rec:
+        tiny_net.fc.bias.data[1] = float("inf")
+        try:
+            with pytest.raises(NonFiniteActivationError, match=r"'fc'.*\[0, 1, 2"):
+                rec(images)
+        finally:
+            tiny_net.fc.bias.data[1] = 0.0
+    assert hook_count(tiny_net) == 0
