@@ -210,10 +210,14 @@ def _existing(rd: Any, store_path: str) -> MapperResult | None:
 
 
 def _graph_task(layer: str, store_path: str, params: dict[str, Any]) -> MapperGraphResult:
-    """One layer's mapper graph from the store at ``store_path`` (a Dask task)."""
+    """One layer's mapper graph from the store at ``store_path`` (a Dask task, or called in
+    the command's process; one BLAS thread in both, see :mod:`deepprofile.blas`)."""
+    from deepprofile.blas import one_blas_thread
     from deepprofile.capture.store import ActivationStore
 
-    return mapper_from_store(ActivationStore.open(store_path, verify=False), layer, **params)
+    with one_blas_thread():
+        return mapper_from_store(ActivationStore.open(store_path, verify=False), layer,
+                                 **params)
 
 
 def run_mapper(

@@ -31,9 +31,7 @@ with :class:`UnsupportedLayerError`.
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepprofile.blas import one_blas_thread
 from deepprofile.capture.selectors import module_names, resolve_layers
 from deepprofile.errors import DeepProfileError, ShapeError, UnknownLayerError
 
@@ -171,32 +170,6 @@ def singular_values(module: nn.Module) -> np.ndarray:
     """
     eig = gram_eigenvalues(grouped_weight(module).numpy())
     return np.sort(np.sqrt(eig))[::-1].copy()
-
-
-_controller: list[Any] = []  # threadpoolctl's view of the loaded BLAS libraries, made once
-
-
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run the block on one BLAS/LAPACK thread, so its floating-point results do not depend
-    on the thread count: a multi-threaded ``syevd`` or ``gemm`` splits the work differently
-    and changes the last bits (31 of ResNet-50's 54 layers, measured).
-
-    Applied in the main thread only. Dask worker processes already run BLAS on one thread
-    (Dask's ``distributed.nanny.pre-spawn-environ`` sets ``OPENBLAS_NUM_THREADS=1``), and
-    the limit is process-wide: threads changing it concurrently (tasks of an in-process
-    cluster) would leave the caller's BLAS on one thread (threadpoolctl restores in the
-    wrong order), so there the block runs on the process's setting.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if not _controller:
-        from threadpoolctl import ThreadpoolController
-
-        _controller.append(ThreadpoolController())
-    with _controller[0].limit(limits=1, user_api="blas"):
-        yield
 
 
 def gram_eigenvalues(blocks: np.ndarray) -> np.ndarray:

@@ -185,14 +185,22 @@ def _provenance(source: Any, clouds: Mapping[str, PointCloud]) -> dict[str, Any]
 
 
 def _persistence_layer(cloud: PointCloud, rips: VietorisRips) -> PersistenceDiagrams:
-    """The persistence diagrams of one layer (a Dask task with ``--scheduler``)."""
-    return rips.compute(cloud)
+    """The persistence diagrams of one layer (a Dask task with ``--scheduler``; one BLAS
+    thread in either place, so both write the same bits: see :mod:`deepprofile.blas`)."""
+    from deepprofile.blas import one_blas_thread
+
+    with one_blas_thread():
+        return rips.compute(cloud)
 
 
 def _sweep_layer(item: tuple[PointCloud, PersistenceDiagrams],
                  sweep: SensitivitySweep) -> SensitivityResult:
-    """The sensitivity sweep of one layer (a Dask task with ``--scheduler``)."""
-    return sweep.fit(*item).result_
+    """The sensitivity sweep of one layer (a Dask task with ``--scheduler``; one BLAS
+    thread in either place: its SVDs and CKA products then have the same bits)."""
+    from deepprofile.blas import one_blas_thread
+
+    with one_blas_thread():
+        return sweep.fit(*item).result_
 
 
 def _cloud_key(cloud: PointCloud) -> dict[str, Any]:

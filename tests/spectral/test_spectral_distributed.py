@@ -93,7 +93,8 @@ def test_one_blas_thread_limits_the_main_thread_and_leaves_threads_alone() -> No
 
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from deepprofile.spectral.conv_svd import gram_eigenvalues, one_blas_thread
+    from deepprofile.blas import one_blas_thread
+    from deepprofile.spectral.conv_svd import gram_eigenvalues
 
     def blas_threads() -> list[int]:
         return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
