@@ -248,7 +248,7 @@ class ActivationRecorder:
                 )
         missing = [name for name in self.layers if name not in self._current]
         if missing:
-            raise RuntimeError(
+            raise ShapeError(
                 f"Layers {missing} did not run in the forward pass (unused modules?); "
                 "select layers that the model calls."
             )

@@ -44,7 +44,7 @@ from deepprofile.capture.hooks import (
     register_forward_hooks,
     remove_hooks,
 )
-from deepprofile.capture.reducers import Reduction, parse_reduction
+from deepprofile.capture.reducers import Reduction, parse_reduction, reduce
 from deepprofile.capture.selectors import resolve_layers
 from deepprofile.capture.store import ActivationStore
 from deepprofile.capture.writer import ChunkWriter
@@ -90,6 +90,13 @@ def _plan(model: nn.Module, dataset: Dataset, layers: str | Iterable[str], *,
         raise EmptyDatasetError(
             "The dataset (or the selected indices) holds no samples; nothing to capture."
         )
+    meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+            if t.is_meta]
+    if meta:
+        raise ShapeError(
+            f"The model's weights are on the meta device (no values; first: {meta[0]!r}), so "
+            "there is nothing to capture. Load real weights first (e.g. "
+            "model.to_empty(device='cpu') then load_state_dict).")
     layer_names = resolve_layers(model, layers)
     if isinstance(reductions, Mapping):
         reds = {name: parse_reduction(reductions[name]) for name in layer_names}
@@ -205,7 +212,7 @@ def _meta_shapes(model: nn.Module, image: torch.Tensor, layers: list[str],
         def hook(module: nn.Module, args: tuple, output: object) -> None:
             out = first_tensor(output, name)
             shapes[name] = tuple(out.shape[1:])
-            reductions[name](out, sample_indices=np.array([0]))
+            reduce(out, reductions[name], sample_indices=np.array([0]), layer=name)
 
         return hook
 
@@ -229,7 +236,7 @@ def _meta_shapes(model: nn.Module, image: torch.Tensor, layers: list[str],
         raise ShapeError("The model must return logits of shape (N, num_classes).")
     missing = [name for name in layers if name not in shapes]
     if missing:
-        raise RuntimeError(
+        raise ShapeError(
             f"Layers {missing} did not run in the forward pass (unused modules?); "
             "select layers that the model calls.")
     return shapes, int(logits.shape[1])

@@ -77,6 +77,12 @@ def _digest(block: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(block).tobytes()) & 0xFFFFFFFF
 
 
+def _finite_sum(block: np.ndarray) -> bool:
+    """Whether ``block`` sums to a finite number (one pass, no temporary array): false for
+    any NaN/inf, and for finite values whose float32 sum overflows."""
+    return block.dtype.kind != "f" or bool(np.isfinite(block.sum()))
+
+
 def _canonical(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config as plain JSON types, so stored and new configs compare equal."""
     return json.loads(json.dumps(config, sort_keys=True, default=str))
@@ -380,12 +386,10 @@ class ActivationStore:
 
     def done_chunks(self) -> np.ndarray:
         """Boolean flag per chunk: committed (arrays and digests written)."""
-        if self.format == 1:
-            return self._read_v1("chunks_done").astype(bool)
-        flags = self._commits()[:, -1]
+        flags = self._read_v1("chunks_done") if self.format == 1 else self._commits()[:, -1]
         if not np.isin(flags, (0, 1)).all():
             raise CorruptStoreError(
-                f"The activation store at {self.path} is damaged (a commit record's done flag "
+                f"The activation store at {self.path} is damaged (a chunk's done flag "
                 "is neither 0 nor 1). Capture again with --overwrite.")
         return flags == 1
 
@@ -685,9 +689,12 @@ class ActivationStore:
     # -- reading ------------------------------------------------------------------
     def _read_guard(self) -> None:
         if not self.is_complete:
+            how = ("Run the same capture command again to resume" if self.format == FORMAT_VERSION
+                   else f"It was written by an older deepprofile (store format {self.format}) "
+                   "and cannot be resumed: capture again with --overwrite")
             raise CorruptStoreError(
                 f"The store at {self.path} is incomplete: {self.completed} of {self.n_samples} "
-                "samples were captured. Run the same capture command again to resume."
+                f"samples were captured. {how}."
             )
         self.check_layout()
 
@@ -699,6 +706,8 @@ class ActivationStore:
         if (self.verify or not key.startswith("layers/")) and key not in self._verified:
             self._check_digests(key, data)
             self._verified.add(key)
+        elif not _finite_sum(data):
+            self._check_digests(key, data)  # a missing chunk reads as NaN fill values
         return data
 
     def _check_digests(self, key: str, data: np.ndarray,
@@ -724,7 +733,9 @@ class ActivationStore:
         for start in range(0, self.n_samples, step):
             with _format_guard(self.path, f"{key!r} rows {start}:{start + step}"):
                 block = self._group[key][start : start + step]
-            if self.verify:
+            # unverified reads still check a block whose sum is NaN/inf: capture refuses
+            # non-finite activations, so that is most likely a missing chunk's fill values
+            if self.verify or not _finite_sum(block):
                 for offset in range(0, len(block), self.chunk_size):
                     chunk_id = (start + offset) // self.chunk_size
                     if _digest(block[offset : offset + self.chunk_size]) != int(digests[chunk_id]):

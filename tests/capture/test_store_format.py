@@ -107,3 +107,21 @@ def test_unfinished_format_1_store_is_not_resumed(tiny_net, tiny_dataset, tmp_pa
         _capture(tiny_net, tiny_dataset, path)
     fresh = _capture(tiny_net, tiny_dataset, path, overwrite=True)
     assert fresh.format == 2 and fresh.fingerprint() == ref.metadata["fingerprint"]
+
+
+def test_format_1_done_flag_other_than_0_1_is_damage(tiny_net, tiny_dataset, tmp_path):
+    path = tmp_path / "old.zarr"
+    shutil.copytree(_capture(tiny_net, tiny_dataset, tmp_path / "ref.zarr").path, path)
+    _as_format_1(path)
+    zarr.open_array(str(path / "chunks_done"), mode="r+")[1] = 2
+    with pytest.raises(CorruptStoreError, match="done flag is neither 0 nor 1"):
+        ActivationStore.open(path).is_complete  # noqa: B018
+
+
+def test_unfinished_format_1_store_says_overwrite_not_resume(tiny_net, tiny_dataset, tmp_path):
+    path = tmp_path / "old.zarr"
+    shutil.copytree(_capture(tiny_net, tiny_dataset, tmp_path / "ref.zarr").path, path)
+    _as_format_1(path, done=1)
+    with pytest.raises(CorruptStoreError, match="older deepprofile.*--overwrite") as info:
+        _ = ActivationStore.open(path).labels
+    assert "Run the same capture command again" not in str(info.value)
