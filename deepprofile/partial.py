@@ -105,6 +105,15 @@ class Slot:
         write_text(self.path, header + "\n" + text)
         kill_point("layer-saved")
 
+    def keep(self, text: str) -> bool:
+        """:meth:`save`, best effort: a file that cannot be written (disk full, no
+        permission) only costs the resume, never the analysis. Returns whether it was."""
+        try:
+            self.save(text)
+        except OSError:
+            return False
+        return True
+
 
 def _saved_call(fn: Callable[..., Any], pair: tuple[Slot | None, Any], *args: Any) -> str:
     """``fn(item, *args)`` as JSON text, saved to the slot; a result already saved there
@@ -116,10 +125,7 @@ def _saved_call(fn: Callable[..., Any], pair: tuple[Slot | None, Any], *args: An
             return text
     text = encode(fn(item, *args))
     if slot is not None:
-        try:
-            slot.save(text)
-        except OSError:  # a worker that cannot write there: the caller keeps it instead
-            pass
+        slot.keep(text)  # a worker that cannot write there: the caller keeps it instead
     return text
 
 
@@ -197,7 +203,7 @@ class LayerResults:
                 # file system (no shared disk) did not: keep it from here as it arrives
                 slot = pairs[j][0]
                 if slot is not None and not Path(slot.path).is_file():
-                    slot.save(text)
+                    slot.keep(text)
 
             done = map_layers(task, pairs, client, *args, on_result=arrived)
         for i, text in zip(todo, done, strict=True):
@@ -214,7 +220,7 @@ class LayerResults:
             text = encode(result)
             slot = self.slot(stage, layer, key)
             if slot is not None:
-                slot.save(text)
+                slot.keep(text)
             out.append(decode(json.loads(text)))
         return out
 

@@ -375,3 +375,25 @@ def test_worker_killed_after_saving_its_layer(run, tmp_path) -> None:
         patch.undo()
     assert _result(run, "mapper") == expected
     assert not (run / "results" / PARTIAL_DIR).exists()
+
+
+def test_layers_that_cannot_be_kept_anywhere_cost_only_the_resume(run, address,
+                                                                  monkeypatch) -> None:
+    """Disk full (or no permission) under results/.partial in every process: the analyses
+    still finish with the uninterrupted result, on Dask (the command's process tries to keep
+    what the workers could not) and for spectral's layers saved together."""
+    import errno
+
+    from deepprofile.mapper.pipeline import run_mapper
+
+    expected = {a: _reference(run, a) for a in ("mapper", "spectral")}
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("deepprofile.partial.write_text", full)
+    run_mapper(run, quiet=True, intervals=6, thumbnails=False, merge=False, scheduler=address)
+    worker.run("spectral", run)
+    for analysis in ("mapper", "spectral"):
+        assert _result(run, analysis) == expected[analysis], analysis
+    assert not (run / "results" / PARTIAL_DIR).exists()
