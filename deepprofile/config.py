@@ -119,7 +119,10 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     if "model" not in data:
         raise ConfigError("The run configuration needs `model:` (checkpoint path or name).")
     values = dict(data)
-    capture = dict(values.pop("capture", None) or {})
+    capture = values.pop("capture", None) or {}
+    if not isinstance(capture, dict):
+        raise ConfigError(f"`capture` must be a mapping of capture options, got {capture!r}.")
+    capture = dict(capture)
     _check_keys(capture, CaptureConfig, "`capture`")
     for key in ("layers", "reductions"):
         if key in capture:

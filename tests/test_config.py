@@ -132,3 +132,9 @@ def test_out_of_range_options_from_toml_and_the_cli(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before anything is written
     with pytest.raises(ConfigError, match=r"^seed must be an integer >= 0, got -1\.$"):
         config_from_dict({"model": "x", "seed": -1})
+
+
+@pytest.mark.parametrize("capture", [[1], "layer1", 3])
+def test_capture_that_is_not_a_mapping_is_refused(capture):
+    with pytest.raises(ConfigError, match="`capture` must be a mapping"):
+        config_from_dict({"model": "small_resnet", "capture": capture})
