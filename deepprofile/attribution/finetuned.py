@@ -74,12 +74,12 @@ def _load(path: Path, identity: Mapping[str, Any] | None, model: nn.Module
             return None
         tuned = copy.deepcopy(model)
         tuned.load_state_dict(saved["state_dict"])
-    except Exception:  # noqa: BLE001 - an unreadable file is fine-tuned again
+        tuned.eval()
+        if weights_hash(tuned) != saved["weights_hash"]:
+            return None
+        return tuned, [float(v) for v in saved["losses"]], str(saved["weights_hash"])
+    except Exception:  # noqa: BLE001 - an unreadable or incomplete file is fine-tuned again
         return None
-    tuned.eval()
-    if weights_hash(tuned) != saved["weights_hash"]:
-        return None
-    return tuned, [float(v) for v in saved["losses"]], str(saved["weights_hash"])
 
 
 def _save(path: Path, identity: Mapping[str, Any], tuned: nn.Module, losses: list[float]
