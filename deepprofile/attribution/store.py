@@ -130,7 +130,11 @@ class _Sharded:
         return start, min(start + self.shard_size, self.n_images)
 
     def pending_shards(self) -> list[int]:
-        return np.flatnonzero(self._group["shards_done"][...] == 0).tolist()
+        try:
+            flags = np.asarray(self._group["shards_done"][...])
+        except Exception as exc:  # noqa: BLE001 - any storage error is damage
+            raise _damaged(self.path, f"shards_done: {type(exc).__name__}: {exc}") from exc
+        return np.flatnonzero(flags == 0).tolist()
 
     @property
     def is_complete(self) -> bool:
@@ -188,8 +192,9 @@ class _Sharded:
             data = self._group[name][...]
             if name in self.meta.get("digests", {}):
                 wanted = [(0, len(data), self.meta["digests"][name])]
-            elif name.startswith("extra/"):
-                wanted = []
+            elif name.startswith("extra/"):  # one chunk, its CRC32 in its attributes
+                digest = self._group[name].attrs.get("crc32")  # (absent in older stores)
+                wanted = [] if digest is None else [(None, None, digest)]
             else:
                 wanted = [(*self.shard_bounds(i),
                            self._group[f"shards/{i}"].attrs["digests"][name])
@@ -197,9 +202,9 @@ class _Sharded:
         except Exception as exc:  # noqa: BLE001 - any storage error is damage
             raise _damaged(self.path, f"{name}: {type(exc).__name__}: {exc}") from exc
         for start, stop, digest in wanted:
-            if _digest(data[start:stop]) != digest:
-                raise _damaged(self.path, f"{name} rows {start}-{stop - 1} do not match "
-                                          "their checksum")
+            if _digest(data[start:stop] if start is not None else data) != digest:
+                rows = "" if start is None else f" rows {start}-{stop - 1}"
+                raise _damaged(self.path, f"{name}{rows} do not match their checksum")
         return data
 
     def map_array(self, key: str, variance: bool = False) -> np.ndarray:
@@ -380,6 +385,7 @@ class MapStore(_Sharded):
                                        chunks=data.shape or (1,),
                                        compressors=ZstdCodec(level=1, checksum=True))
         arr[...] = data
+        arr.attrs["crc32"] = _digest(data)  # checked by read(): a lost chunk reads as zeros
         return where
 
 

@@ -224,3 +224,25 @@ def test_weights_file_is_written_atomically(done, tmp_path, monkeypatch):
     assert again(path, model, dataset, train, info).timings["finetune_trained"] == 0
     assert not dead.exists() and os.path.getsize(path / FILE_NAME) > 1000
     assert MapSet.open(MapStore.open(path / STORE_NAME), "finetuned").is_complete
+
+
+def _first_chunk(folder):
+    return next(p for p in sorted(folder.rglob("*")) if p.is_file() and "c" in p.parts[
+        len(folder.parts):])
+
+
+def test_lost_node_maps_chunk_and_unreadable_flags_are_damage(done, tmp_path):
+    """The per-node mean maps (one chunk outside the shards) read as zeros once their chunk
+    is lost, and a truncated shards_done file was a Zstd traceback: both are one-line
+    CorruptStoreErrors."""
+    path = copy_run(done[0], tmp_path / "copy")
+    result = RunDir(path).read_result("attribution")
+    where = result["files"]["node_maps"]
+    assert where.startswith("extra/") and np.abs(read_array(path, result, where)).sum() > 0
+    _first_chunk(path / STORE_NAME / where).unlink()
+    with pytest.raises(CorruptStoreError, match="node_maps.*checksum"):
+        read_array(path, result, where)
+    flags = _first_chunk(path / STORE_NAME / "sets" / "finetuned" / "shards_done")
+    flags.write_bytes(flags.read_bytes()[:3])
+    with pytest.raises(CorruptStoreError, match="shards_done"):
+        read_map(path, result, FT_KEY)
