@@ -389,6 +389,18 @@ class MapStore(_Sharded):
         return where
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """An array file of an older run; missing or unreadable is a one-line error."""
+    if not path.is_file():
+        raise CorruptStoreError(f"{path} is missing; run `deepprofile attribute` again.")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CorruptStoreError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); run `deepprofile attribute` "
+            "again.") from exc
+
+
 def read_map(run_dir: str | Path, result: Mapping[str, Any], key: str, *,
              variance: bool = False) -> np.ndarray:
     """The map ``key`` (or its variance) of ``results/attribution.json`` as written.
@@ -402,11 +414,7 @@ def read_map(run_dir: str | Path, result: Mapping[str, Any], key: str, *,
         raise DeepProfileError(f"results/attribution.json has no map {key!r}.")
     legacy = entry.get("variance_file" if variance else "file")
     if legacy:
-        path = run / legacy
-        if not path.is_file():
-            raise CorruptStoreError(
-                f"{path} is missing; run `deepprofile attribute` again.")
-        return np.load(path, allow_pickle=False)
+        return _load_npy(run / legacy)
     store = open_result_store(run, result)
     where = entry.get("variance_array" if variance else "array")
     if where:
@@ -419,7 +427,7 @@ def read_array(run_dir: str | Path, result: Mapping[str, Any], where: str) -> np
     layout: a ``.npy`` path (older runs) or a path inside the map store."""
     run = Path(run_dir)
     if where.endswith(".npy"):
-        return np.load(run / where, allow_pickle=False)
+        return _load_npy(run / where)
     store = open_result_store(run, result)
     _check_set(store, result, where)
     return store.read(where)

@@ -15,7 +15,7 @@ import torch
 
 import deepprofile
 from deepprofile.attribution.pipeline import run_attribution
-from deepprofile.attribution.store import STORE_NAME, MapStore, read_map
+from deepprofile.attribution.store import STORE_NAME, MapStore, read_array, read_map
 from deepprofile.errors import CorruptStoreError, DeepProfileError
 from deepprofile.rundir import RunDir
 
@@ -130,6 +130,13 @@ def test_legacy_npy_maps_still_read(tmp_path):
         read_map(tmp_path, result, "gone")
     with pytest.raises(CorruptStoreError, match="No attribution maps"):
         read_map(tmp_path, {"methods": {"ig": {"array": "maps/ig"}}}, "ig")
+    # arrays named in files[...] of older runs, and truncated files: one-line errors too
+    with pytest.raises(CorruptStoreError, match="images.npy is missing"):
+        read_array(tmp_path, result, "attribution/images.npy")
+    path = tmp_path / "attribution" / "ig.npy"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CorruptStoreError, match="ig.npy cannot be read"):
+        read_map(tmp_path, result, "ig")
 
 
 def test_explorer_reads_maps_from_the_store(run, tmp_path):
