@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -212,6 +213,37 @@ def parse_scheduler(text: str) -> tuple[str, Any]:
 
 
 @contextmanager
+def _workers_skip_console_script() -> Iterator[None]:
+    """Start (and restart) local worker processes without re-running the ``deepprofile``
+    console script in each of them.
+
+    A ``LocalCluster`` starts its workers with multiprocessing's ``spawn``, which runs the
+    parent's main module again in every child (as ``__mp_main__``) unless that module is a
+    package's ``__main__``, as under ``python -m deepprofile``. The console script's module
+    only imports :mod:`deepprofile.cli` (torch, typer, every command: an idle worker held
+    594 MB instead of 63 MB), which no task needs; while the cluster runs, it is described
+    to spawn as ``deepprofile.__main__`` (which it is equivalent to), so workers are
+    prepared as for ``python -m deepprofile``. Any other main module (a user's script or
+    notebook) is left alone: its workers may need what it defines.
+    """
+    main = sys.modules.get("__main__")
+    cli = sys.modules.get("deepprofile.cli")
+    script = (main is not None and cli is not None and getattr(main, "__spec__", None) is None
+              and Path(getattr(main, "__file__", None) or "").stem == "deepprofile"
+              and getattr(main, "main", None) is getattr(cli, "main", None))
+    if not script:
+        yield
+        return
+    from importlib.machinery import ModuleSpec
+
+    main.__spec__ = ModuleSpec("deepprofile.__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = None
+
+
+@contextmanager
 def client_for(scheduler: str | None, *, timeout: float = 20.0) -> Iterator[Any]:
     """A Dask client for ``scheduler`` (``None`` yields ``None``: run in this process).
 
@@ -226,15 +258,16 @@ def client_for(scheduler: str | None, *, timeout: float = 20.0) -> Iterator[Any]
     kind, value = parse_scheduler(scheduler)
     distributed = _require_dask()
     if kind == "local":
-        cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
-                                           processes=True, dashboard_address=None,
-                                           worker_dashboard_address=None)
-        client = distributed.Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
+        with _workers_skip_console_script():
+            cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
+                                               processes=True, dashboard_address=None,
+                                               worker_dashboard_address=None)
+            client = distributed.Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
+                cluster.close()
     else:
         try:
             client = distributed.Client(value, timeout=f"{timeout}s")

@@ -1,15 +1,36 @@
-"""Capture hidden-layer activations with forward hooks and store them on disk."""
+"""Capture hidden-layer activations with forward hooks and store them on disk.
 
-from deepprofile.capture.hooks import ActivationRecorder, BatchCapture, hook_count
-from deepprofile.capture.reducers import Reduction, parse_reduction, reduce
-from deepprofile.capture.selectors import close_matches, module_names, resolve_layers
-from deepprofile.capture.store import ActivationStore
+The names below are imported on first use (PEP 562), so that reading a store
+(:mod:`deepprofile.capture.store`: numpy and Zarr) does not import torch: a Dask worker
+that only reads stores (topology, mapper) stays small.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "ActivationRecorder": "hooks", "BatchCapture": "hooks", "hook_count": "hooks",
+    "Reduction": "reducers", "parse_reduction": "reducers", "reduce": "reducers",
+    "close_matches": "selectors", "module_names": "selectors", "resolve_layers": "selectors",
+    "ActivationStore": "store", "capture_to_store": "runner",
+}
 
 __all__ = [
-    "ActivationRecorder", "ActivationStore", "BatchCapture", "Reduction", "close_matches",
-    "hook_count", "module_names", "parse_reduction", "reduce", "resolve_layers",
+    "ActivationRecorder", "ActivationStore", "BatchCapture", "Reduction", "capture_to_store",
+    "close_matches", "hook_count", "module_names", "parse_reduction", "reduce",
+    "resolve_layers",
 ]
 
-from deepprofile.capture.runner import capture_to_store  # noqa: E402
 
-__all__ += ["capture_to_store"]
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
