@@ -101,6 +101,12 @@ def device(value: str) -> str:
         if index and int(index) >= torch.cuda.device_count():
             raise typer.BadParameter(
                 f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    if kind == "mps":
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise typer.BadParameter(f"{text!r} was asked for but no MPS device is available.")
     return text
 
 

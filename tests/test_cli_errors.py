@@ -78,6 +78,9 @@ BAD_OPTIONS = [
     (["capture", "{ckpt}", "--chunk-size", "0"], "--chunk-size"),
     (["capture", "{ckpt}", "--image-size", "0", "--data", "folder"], "--image-size"),
     (["capture", "{ckpt}", "--device", "tpu"], "--device"),
+    # an MPS device where there is none: was torch's RuntimeError with a traceback
+    *([(["capture", "{ckpt}", "--device", "mps"], "no MPS device")]
+      if not torch.backends.mps.is_available() else []),
     (["capture", "{ckpt}", "--limit", "0"], "--limit"),
     (["capture", "{ckpt}", "--data", "shapes", "--split", "validation"], "--split"),
     (["capture", "{ckpt}", "--data", "folder"], "--data-root"),
