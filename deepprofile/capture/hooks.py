@@ -8,6 +8,7 @@ moved to the CPU as it goes, so GPU memory holds one batch at most.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -131,6 +132,7 @@ class ActivationRecorder:
         self._indices: np.ndarray | None = None
         self._finite: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         self._sync: set[torch.device] = set()
+        self._warned_output = False
         self.output_shapes: dict[str, tuple[int, ...]] = {}
 
     # -- context management -------------------------------------------------
@@ -234,6 +236,15 @@ class ActivationRecorder:
         finally:
             self._indices = None
             self._finite, self._sync = [], set()
+        if not isinstance(logits, torch.Tensor) and not self._warned_output:
+            self._warned_output = True
+            chosen = first_tensor(logits, "<model output>")
+            warnings.warn(
+                f"The model returned a {type(logits).__name__}, not a tensor; its first "
+                f"tensor (shape {tuple(chosen.shape)}) is taken as the logits, for "
+                "predictions and accuracy. If the logits are another element (a model "
+                "returning (features, logits)), wrap the model so that it returns them.",
+                stacklevel=2)
         logits = first_tensor(logits, "<model output>").detach().to("cpu").float()
         if self.check_finite:
             bad = ~torch.isfinite(logits.reshape(logits.shape[0], -1)).all(dim=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,24 @@ def test_nan_in_the_second_layer_is_reported_for_that_layer(tiny_net, tiny_image
         finally:
             tiny_net.fc.bias.data[1] = 0.0
     assert hook_count(tiny_net) == 0
+
+
+def test_tuple_output_warns_which_tensor_is_taken_as_logits(tiny_net, tiny_images):
+    class FeaturesThenLogits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tiny_net
+
+        def forward(self, x: torch.Tensor):
+            return torch.flatten(x, 1), self.net(x)
+
+    model = FeaturesThenLogits()
+    with ActivationRecorder(model, ["net.conv1"], "mean") as rec:
+        with pytest.warns(UserWarning, match=r"tuple.*shape \(10, 64\).*wrap the model"):
+            rec(tiny_images)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            rec(tiny_images)  # once per recorder
+    with ActivationRecorder(tiny_net, ["conv1"], "mean") as rec, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec(tiny_images)  # a plain tensor output: no warning
