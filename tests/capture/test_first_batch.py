@@ -143,13 +143,15 @@ def test_dataset_without_labels_is_a_shape_error(tiny_net, tmp_path, one_torch_t
     assert not (tmp_path / "s.zarr").exists() and hook_count(tiny_net) == 0
 
 
-def test_background_writes_only_with_a_spare_core(monkeypatch):
+def test_background_writes_unless_a_single_core(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert background_writes_pay(torch.device("cpu"))  # even with every core in torch's use
+    assert background_writes_pay(torch.device("cuda"))
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert not background_writes_pay(torch.device("cpu"))
     assert background_writes_pay(torch.device("cuda"))
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert background_writes_pay(torch.device("cpu"))
 
 
 def test_package_versions_is_cached_but_not_shared():
