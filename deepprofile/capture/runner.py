@@ -359,10 +359,11 @@ def background_writes_pay(device: torch.device) -> bool:
     torch's threads use them all: Zarr's compression and file writes wait on the kernel
     with the GIL released, so they overlap the forward pass rather than add to it. In
     paired runs of ``benchmarks/capture.py`` (resnet18, 64 px, 2 cores, 2 torch threads)
-    the thread was ahead of inline writes in 7 of 9 runs (by 1-3%); inline writes were
-    ahead only when the forward pass is so light that the writer's Python code contends
-    for the GIL (32 px: 1-6%). On a single core the thread can only take turns with the
-    forward pass, so chunks are written inline between batches.
+    the thread was ahead of inline writes in 7 of 12 runs (medians this session 1.080x vs
+    1.092x a plain forward pass): close, and the thread also takes any core the forward
+    pass leaves. Inline writes were ahead when the forward pass is so light that the
+    writer's Python code contends for the GIL (32 px: 0-6%). On a single core the thread
+    can only take turns with the forward pass, so chunks are written inline there.
     """
     if device.type != "cpu":
         return True
