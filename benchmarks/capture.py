@@ -17,7 +17,8 @@ writes side by side (``auto``, the default, is what ``capture_to_store`` picks h
 ``fixed_parts_ms`` times the capture's fixed steps one by one (median of 5). The weights
 hash is cached per process (:func:`deepprofile.provenance.weights_hash`); the benchmark
 clears that cache before every capture, so each one pays for hashing like the first
-capture of a model in a fresh process.
+capture of a model in a fresh process; ``--warm-hash`` keeps it, as on the command line,
+where loading the checkpoint has hashed the weights already.
 
 ``--size`` sets the input resolution (default 64). At ``--size 32`` the forward pass is
 about four times cheaper while a capture writes exactly as much (the layers are
@@ -25,7 +26,7 @@ averaged over space): a stand-in for a faster machine, where the forward pass sp
 and the store's file writes need not.
 
     python benchmarks/capture.py [--images 1024] [--batch-size 32] [--repeats 5]
-        [--writer auto|thread|inline|both] [--threads N] [--size 64]
+        [--writer auto|thread|inline|both] [--threads N] [--size 64] [--warm-hash]
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ def main() -> None:
                         help="torch threads (0: torch's default). One thread is steadier on a "
                              "shared machine, where a stalled thread stalls the whole batch")
     parser.add_argument("--size", type=int, default=64, help="input height and width")
+    parser.add_argument("--warm-hash", action="store_true",
+                        help="keep the weights-hash cache between captures, as after "
+                             "load_model (the command line's path); default: cleared")
     parser.add_argument("--no-breakdown", action="store_true",
                         help="skip timing the fixed steps one by one")
     args = parser.parse_args()
@@ -133,7 +137,8 @@ def main() -> None:
     def capture(background: bool | None) -> Callable[[int], None]:
         def run(n: int) -> None:
             path = tmp / "store.zarr"
-            provenance._hash_cache.clear()  # every capture hashes the weights as a first one
+            if not args.warm_hash:  # every capture hashes the weights as a first one
+                provenance._hash_cache.clear()
             capture_to_store(model, dataset, LAYERS, path, reductions="mean",
                              batch_size=args.batch_size, chunk_size=256, overwrite=True,
                              quiet=True, indices=range(n), background_writes=background)
@@ -178,6 +183,7 @@ def main() -> None:
         "input": [3, args.size, args.size],
         "images": N, "batch_size": args.batch_size, "repeats": args.repeats,
         "threads": torch.get_num_threads(), "cpu_cores": os.cpu_count(),
+        "weights_hash": "cached (warm)" if args.warm_hash else "first call in every capture",
         "auto_writer": "thread" if background_writes_pay(torch.device("cpu")) else "inline",
         "load_average_1min": [round(x, 2) for x in load],
         "images_per_s_median": {p: round(N / med[p, N], 1) for p in paths},
