@@ -44,6 +44,7 @@ from deepprofile.attribution.store import (
     _Sharded,
     canonical,
     identity_hash,
+    reuse_matching,
     safe_key,
 )
 from deepprofile.errors import CorruptStoreError, DeepProfileError
@@ -89,25 +90,16 @@ class MapSet(_Sharded):
         shards); with them (and their store ``rows``) it holds its own. ``spec`` says what
         its shards compute (:func:`deepprofile.attribution.shards.compute_set_shard`).
         """
-        from deepprofile.capture.store import clean_leftovers, remove_store
+        from deepprofile.capture.store import clean_leftovers
 
         path = store.path / SETS / name
         if not (store.path / SETS / "zarr.json").is_file():
             zarr.open_group(str(store.path / SETS), mode="a")  # the folder of the sets
         clean_leftovers(path)
         identity = canonical({**identity, "store": store.hash, "set": name})
-        if path.exists():
-            try:
-                old = cls.open(store, name)
-                if old.identity == identity:
-                    for array in old.meta["digests"]:
-                        old.read(array, complete=False)  # damaged images: build anew
-                    for shard in old.damaged_shards():
-                        old._group["shards_done"][shard] = 0  # recomputed by the caller
-                    return old
-            except DeepProfileError:
-                pass
-            remove_store(path)
+        old = reuse_matching(path, identity, lambda: cls.open(store, name))
+        if old is not None:
+            return old
         tmp = path.parent / f".{name}.creating-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)

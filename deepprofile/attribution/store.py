@@ -91,6 +91,29 @@ def _damaged(path: Path, what: str) -> CorruptStoreError:
         "again (it rebuilds them).")
 
 
+
+def reuse_matching(path: Path, identity: Mapping[str, Any], open_existing: Any) -> Any:
+    """The store (or map set) at ``path`` when ``open_existing()`` finds it made with
+    ``identity``: its damaged shards are flagged for the caller to recompute (damaged
+    images make it unusable). Anything else there (other settings, damage) is deleted and
+    ``None`` returned, so shards of other settings are never mixed with new ones."""
+    from deepprofile.capture.store import remove_store
+
+    if not path.exists():
+        return None
+    try:
+        old = open_existing()
+        if old.identity == identity:
+            for name in old.meta["digests"]:
+                old.read(name, complete=False)  # damaged images: build anew
+            for shard in old.damaged_shards():
+                old._group["shards_done"][shard] = 0  # recomputed by the caller
+            return old
+    except DeepProfileError:
+        pass
+    remove_store(path)
+    return None
+
 class _Sharded:
     """Shard bookkeeping shared by :class:`MapStore` and its :class:`~deepprofile.
     attribution.mapsets.MapSet` s: flags, bounds, per-shard checksums, checked reads."""
@@ -253,23 +276,14 @@ class MapStore(_Sharded):
         A store with another identity (or a damaged one) is replaced: its shards were
         computed with other settings and are never mixed with new ones.
         """
-        from deepprofile.capture.store import clean_leftovers, remove_store
+        from deepprofile.capture.store import clean_leftovers
 
         path = Path(path)
         clean_leftovers(path)
         identity = canonical(identity)
-        if path.exists():
-            try:
-                old = cls.open(path)
-                if old.identity == identity:
-                    for name in old.meta["digests"]:
-                        old.read(name, complete=False)  # damaged images: build anew
-                    for shard in old.damaged_shards():
-                        old._group["shards_done"][shard] = 0  # recomputed by the caller
-                    return old
-            except DeepProfileError:
-                pass
-            remove_store(path)
+        old = reuse_matching(path, identity, lambda: cls.open(path))
+        if old is not None:
+            return old
         tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
