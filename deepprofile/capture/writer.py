@@ -16,8 +16,8 @@ still queued, so the producer never blocks on a dead writer.
 new store's creation also overlaps the forward pass.
 
 With ``background=False`` the same object writes each chunk inline in :meth:`submit`:
-where the forward pass already fills every core (a CPU capture with as many torch
-threads as cores), a writer thread only takes cycles from it.
+on a single core a writer thread could only take turns with the forward pass
+(:func:`~deepprofile.capture.runner.background_writes_pay` decides).
 """
 
 from __future__ import annotations
