@@ -26,13 +26,11 @@ never mixed. The set's identity includes the store's hash, so it goes with the s
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
 
 from deepprofile.attribution.store import (
     _META,
@@ -44,6 +42,7 @@ from deepprofile.attribution.store import (
     _Sharded,
     canonical,
     identity_hash,
+    new_sharded_group,
     reuse_matching,
     safe_key,
 )
@@ -100,20 +99,12 @@ class MapSet(_Sharded):
         old = reuse_matching(path, identity, lambda: cls.open(store, name))
         if old is not None:
             return old
-        tmp = path.parent / f".{name}.creating-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
         n = store.n_images if images is None else len(images)
         if n == 0:
             raise DeepProfileError(f"Map set {name!r} has no images to explain.")
         shard_size = store.shard_size
         n_shards = -(-n // shard_size)
-        group = zarr.open_group(str(tmp), mode="w")
-        comp = ZstdCodec(level=1, checksum=True)
-
-        def array(array_name: str, shape: tuple[int, ...], dtype: str, fill: Any) -> zarr.Array:
-            return group.create_array(array_name, shape=shape, chunks=(shard_size, *shape[1:]),
-                                      dtype=dtype, fill_value=fill, compressors=comp)
+        tmp, group, array = new_sharded_group(path, shard_size)
 
         digests = {}
         if images is not None:

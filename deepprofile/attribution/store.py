@@ -114,6 +114,23 @@ def reuse_matching(path: Path, identity: Mapping[str, Any], open_existing: Any) 
     remove_store(path)
     return None
 
+def new_sharded_group(path: Path, shard_size: int) -> tuple[Path, zarr.Group, Any]:
+    """A fresh Zarr group under the temporary name of ``path`` (renamed into place by the
+    caller once complete) and ``array(name, shape, dtype, fill)``, which makes arrays
+    chunked by shard along the first axis, Zstandard-compressed with checksums."""
+    tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    group = zarr.open_group(str(tmp), mode="w")
+    comp = ZstdCodec(level=1, checksum=True)
+
+    def array(name: str, shape: tuple[int, ...], dtype: str, fill: Any) -> zarr.Array:
+        return group.create_array(name, shape=shape, chunks=(shard_size, *shape[1:]),
+                                  dtype=dtype, fill_value=fill, compressors=comp)
+
+    return tmp, group, array
+
+
 class _Sharded:
     """Shard bookkeeping shared by :class:`MapStore` and its :class:`~deepprofile.
     attribution.mapsets.MapSet` s: flags, bounds, per-shard checksums, checked reads."""
@@ -284,17 +301,9 @@ class MapStore(_Sharded):
         old = reuse_matching(path, identity, lambda: cls.open(path))
         if old is not None:
             return old
-        tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
         n = len(images)
         n_shards = -(-n // shard_size)
-        group = zarr.open_group(str(tmp), mode="w")
-        comp = ZstdCodec(level=1, checksum=True)
-
-        def array(name: str, shape: tuple[int, ...], dtype: str, fill: Any) -> zarr.Array:
-            return group.create_array(name, shape=shape, chunks=(shard_size, *shape[1:]),
-                                      dtype=dtype, fill_value=fill, compressors=comp)
+        tmp, group, array = new_sharded_group(path, shard_size)
 
         array("images", tuple(images.shape), "float32", np.nan)[...] = images.astype(np.float32)
         array("dataset_indices", (n,), "int64", -1)[...] = np.asarray(dataset_indices, np.int64)

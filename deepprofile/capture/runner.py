@@ -263,8 +263,7 @@ def prepare_store(
     For processes that fill chunks elsewhere (:mod:`deepprofile.distributed`), which need
     the store before any chunk runs: a new store's layer shapes come from a forward pass
     on the meta device (shapes only, see :func:`_probe`); an existing store is reopened
-    without one. Fills nothing. A
-    store with another configuration raises
+    without one. Fills nothing. A store with another configuration raises
     :class:`~deepprofile.errors.StoreMismatchError` unless ``overwrite``.
     """
     path = Path(path)
